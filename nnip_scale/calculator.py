@@ -1,0 +1,110 @@
+"""An ASE calculator over a trained nnip-scale model (energy, forces; stress where the model
+computes it)."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from nnip_scale.data.neighbors import neighbor_list
+from nnip_scale.models.base import PotentialModel, element_symbol
+
+
+def load_backbone(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> PotentialModel:
+    """Rebuild the backbone saved in a Lightning checkpoint written by ``nnip-scale fit``."""
+    import importlib
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises several types for corrupt files
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    spec = ckpt.get("nnip_backbone") if isinstance(ckpt, dict) else None
+    if not spec or spec.get("init_args") is None:
+        raise ValueError(
+            f"{path}: the checkpoint does not record its backbone (key 'nnip_backbone'); expected a "
+            f"checkpoint written by nnip-scale fit"
+        )
+    module_name, _, cls_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    model = cls(**spec["init_args"])
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+class NNIPCalculator(Calculator):
+    """ASE calculator for an nnip-scale backbone.
+
+    Args:
+        model: a trained backbone (see :meth:`from_checkpoint`).
+        device: torch device to run on.
+        dtype: float dtype of the computation (``torch.float64`` for tight MD energy conservation).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, model: PotentialModel, device: str | torch.device = "cpu", dtype=torch.float32, **kwargs):
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(self.device, dtype).eval()
+        self.cutoff = float(model.cutoff)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "cpu", dtype=torch.float32, **kwargs):
+        return cls(load_backbone(checkpoint, map_location="cpu"), device=device, dtype=dtype, **kwargs)
+
+    def _batch(self, atoms) -> dict:
+        z = atoms.numbers
+        known = self.model.known_elements.cpu().numpy()
+        bad = sorted({int(x) for x in z if x >= len(known) or not known[x]})
+        if bad:
+            names = ", ".join(f"{element_symbol(x)} (Z={x})" for x in bad)
+            raise ValueError(
+                f"atoms contain element(s) {names} that the model was not trained on; expected only "
+                f"elements with Z in {np.flatnonzero(known).tolist()}"
+            )
+        edge_index, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.cutoff)
+        n = len(atoms)
+        cell = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
+        t = lambda x, dt=self.dtype: torch.as_tensor(np.asarray(x), dtype=dt, device=self.device)  # noqa: E731
+        return {
+            "atomic_numbers": t(z, torch.long),
+            "positions": t(atoms.positions),
+            "cell": t(cell)[None],
+            "pbc": t(atoms.pbc, torch.bool)[None],
+            "batch": torch.zeros(n, dtype=torch.long, device=self.device),
+            "num_atoms": torch.tensor([n], device=self.device),
+            "edge_index": t(edge_index, torch.long),
+            "edge_shift": t(shifts),
+            "n_atoms": n,
+            "n_structures": 1,
+            "n_edges": int(edge_index.shape[1]),
+        }
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        batch = self._batch(self.atoms)
+        wants_stress = "stress" in properties
+        if wants_stress and not (self.model.compute_stress and self.atoms.pbc.any()):
+            raise ValueError(
+                "stress was asked for but this model does not compute it; expected a conservative "
+                "model with compute_stress=True and a periodic structure"
+            )
+        with torch.no_grad():
+            out = self.model(batch)
+        energy = float(out["energy"][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out["forces"].detach().cpu().double().numpy(),
+        }
+        if "stress" in out and self.atoms.pbc.any():
+            from ase.stress import full_3x3_to_voigt_6_stress
+
+            self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"][0].detach().cpu().double().numpy())

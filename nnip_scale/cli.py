@@ -1,0 +1,66 @@
+"""The ``nnip-scale`` console script.
+
+``nnip-scale fit|validate|test|predict`` are LightningCLI subcommands (``--config FILE`` repeatable,
+dotted overrides such as ``--model.backbone.init_args.width 128``); ``nnip-scale data ...``
+generates and checks the built-in datasets.
+"""
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+USAGE = """usage: nnip-scale {fit,validate,test,predict,data} ...
+
+  fit | validate | test | predict   LightningCLI subcommands: --config FILE (repeatable), dotted
+                                    overrides, e.g. nnip-scale fit --config configs/quickstart.yaml
+                                    (nnip-scale fit --help lists every option)
+  data                              built-in datasets: nnip-scale data --help
+"""
+
+#: Trainer defaults that differ from Lightning's. Conservative forces differentiate the energy in
+#: validation and test too, so inference mode must be off; the atom-budget batch sampler shards
+#: batches across ranks itself, so Lightning must not wrap it in a DistributedSampler.
+TRAINER_DEFAULTS = {
+    "inference_mode": False,
+    "use_distributed_sampler": False,
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "default"},
+    },
+}
+
+
+class NNIPCLI(LightningCLI):
+    """LightningCLI over :class:`NNIPModule` and :class:`AtomsDataModule`."""
+
+
+def build_cli(args: list[str], run: bool = True) -> NNIPCLI:
+    """The LightningCLI over :class:`NNIPModule` and :class:`AtomsDataModule` for ``args``."""
+    from nnip_scale.data import AtomsDataModule
+    from nnip_scale.training import NNIPModule
+
+    return NNIPCLI(
+        NNIPModule,
+        AtomsDataModule,
+        args=args,
+        run=run,
+        trainer_defaults=TRAINER_DEFAULTS,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if args[0] == "data":
+        from nnip_scale.data.generate.cli import main as data_main
+
+        return data_main(args[1:])
+    build_cli(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

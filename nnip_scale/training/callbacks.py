@@ -1,0 +1,57 @@
+"""Training callbacks."""
+
+import time
+
+import lightning as L
+
+
+class ThroughputLogger(L.Callback):
+    """Logs training throughput every ``log_every_n_steps``: structures/s, atoms/s, edges/s, the
+    mean step time and the mean data-wait time (time between the end of one step and the start of
+    the next). Counts come from the batch's plain-int sizes, so nothing syncs with the device.
+    On a GPU the step time is measured on the host; over a logging window of many steps the
+    asynchronous queue makes the window average the real rate."""
+
+    def __init__(self):
+        self._reset()
+        self._last_end: float | None = None
+
+    def _reset(self) -> None:
+        self.structures = self.atoms = self.edges = self.steps = 0
+        self.step_time = self.wait_time = 0.0
+        self._window_start: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._window_start is None:
+            self._window_start = now
+        elif self._last_end is not None:
+            self.wait_time += now - self._last_end
+        self._step_start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self._last_end = now
+        self.step_time += now - self._step_start
+        self.steps += 1
+        self.structures += batch["n_structures"]
+        self.atoms += batch["n_atoms"]
+        self.edges += batch["n_edges"]
+        if self.steps >= max(1, trainer.log_every_n_steps) and self._window_start is not None:
+            elapsed = max(now - self._window_start, 1e-9)
+            pl_module.log_dict(
+                {
+                    "throughput/structures_per_s": self.structures / elapsed,
+                    "throughput/atoms_per_s": self.atoms / elapsed,
+                    "throughput/edges_per_s": self.edges / elapsed,
+                    "throughput/step_time_s": self.step_time / self.steps,
+                    "throughput/data_wait_s": self.wait_time / self.steps,
+                },
+                batch_size=batch["n_structures"],
+            )
+            self._reset()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        # validation time is not data wait: restart the window afterwards
+        self._reset()
+        self._last_end = None

@@ -1,0 +1,220 @@
+"""The compute ledger: measured FLOPs, wall-clock and data seen for every run.
+
+One JSON Lines row per validation (fields in docs/compute.md and DESIGN.md), appended and flushed
+by rank 0; the same figures go to the logger. Totals live in the callback's ``state_dict`` so a
+resumed run continues them, and rows written after the step it resumes from are dropped (those
+steps are about to be trained again). A checkpoint taken at the end of a training step precedes
+that step's validation, which Lightning does not repeat on resume: the ledger keeps that
+validation's row and adopts its validation FLOPs and wall-clock, so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from nnip_scale.training.flops import StepCostModel, calibrate, reference_copy
+
+_TOTALS = ("train_flops", "val_flops", "structures_seen", "atoms_seen", "edges_seen", "train_steps",
+           "step_time_s", "data_wait_s")
+
+
+class ComputeLedger(L.Callback):
+    """Records FLOPs (measured, see ``nnip_scale.training.flops``), wall-clock, GPU-hours and data
+    seen (D in atoms and structures), and writes one ledger row per validation.
+
+    Args:
+        path: ledger file; default ``<logger dir>/ledger.jsonl``.
+        run_id: default ``<logger name>/version_<n>``.
+        arch: architecture label; default the backbone class name in lower case.
+    """
+
+    def __init__(self, path: str | None = None, run_id: str | None = None, arch: str | None = None):
+        self.path = Path(path) if path else None
+        self.run_id = run_id
+        self.arch = arch
+        self.totals = {k: 0 for k in _TOTALS}
+        self.wall_s = 0.0
+        self.rows_written = 0
+        self.train_cost = StepCostModel()
+        self.eval_cost = StepCostModel()
+        self._t_start: float | None = None
+        self._wall_at_start = 0.0
+        self._last_end: float | None = None
+        self._step_start = 0.0
+        self._last_row_step = -1
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "totals": dict(self.totals),
+            "wall_s": self._wall_now(),
+            "rows_written": self.rows_written,
+            "train_cost": self.train_cost.state_dict(),
+            "eval_cost": self.eval_cost.state_dict(),
+            "run_id": self.run_id,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.totals.update(state["totals"])
+        self.wall_s = float(state["wall_s"])
+        self.rows_written = int(state["rows_written"])
+        self.train_cost = StepCostModel.from_state_dict(state["train_cost"])
+        self.eval_cost = StepCostModel.from_state_dict(state["eval_cost"])
+        self.run_id = self.run_id or state.get("run_id")
+
+    def _wall_now(self) -> float:
+        if self._t_start is None:
+            return self.wall_s
+        return self._wall_at_start + (time.perf_counter() - self._t_start)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.path is None:
+            root = trainer.logger.log_dir if trainer.logger is not None and trainer.logger.log_dir else trainer.default_root_dir
+            self.path = Path(root) / "ledger.jsonl"
+        if self.run_id is None:
+            lg = trainer.logger
+            self.run_id = f"{lg.name}/version_{lg.version}" if lg is not None else str(self.path.parent)
+        if self.arch is None:
+            self.arch = type(pl_module.backbone).__name__.lower()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._wall_at_start = self.wall_s
+        self._t_start = time.perf_counter()
+        self._last_end = None
+        if trainer.is_global_zero:
+            self._truncate_to_step(trainer.global_step, adopt=trainer.world_size == 1)
+
+    def _truncate_to_step(self, step: int, adopt: bool) -> None:
+        """Keep the rows of steps <= ``step`` (the restored one); drop later and torn ones
+        (atomic rewrite). With ``adopt``, a kept row of this very step (its validation ran after
+        the checkpoint was taken) lends the state its validation FLOPs and wall-clock."""
+        if self.path is None or not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        keep, rows = [], []
+        for line in lines:
+            if not line.endswith("\n"):
+                break  # a torn final line
+            row = json.loads(line)
+            if row["step"] > step:
+                break
+            keep.append(line)
+            rows.append(row)
+        if rows:
+            self._last_row_step = rows[-1]["step"]
+            self.rows_written = len(rows)
+            if adopt and rows[-1]["step"] == step:
+                self.totals["val_flops"] = max(self.totals["val_flops"], rows[-1]["val_flops"])
+                self._wall_at_start = max(self._wall_at_start, rows[-1]["wall_s"])
+        if len(keep) != len(lines):
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(keep))
+            os.replace(tmp, self.path)
+
+    # ------------------------------------------------------------------ counting
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last_end is not None:
+            self.totals["data_wait_s"] += now - self._last_end
+        if not self.train_cost.calibrated:
+            twin = reference_copy(pl_module.backbone)
+
+            def train_step(b):
+                pl_module.step_terms(twin, b)["loss"].backward()
+
+            self.train_cost = calibrate(train_step, [batch])
+            twin.zero_grad(set_to_none=True)
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.totals["step_time_s"] += now - self._step_start
+        self._last_end = now
+        t = self.totals
+        t["train_flops"] += self.train_cost(batch["n_edges"], batch["n_atoms"], batch["n_structures"])
+        t["structures_seen"] += batch["n_structures"]
+        t["atoms_seen"] += batch["n_atoms"]
+        t["edges_seen"] += batch["n_edges"]
+        t["train_steps"] += 1
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.sanity_checking:
+            return
+        if not self.eval_cost.calibrated:
+            twin = reference_copy(pl_module.backbone).eval()
+
+            def eval_step(b):
+                with torch.no_grad():
+                    pl_module.step_terms(twin, b)
+
+            self.eval_cost = calibrate(eval_step, [batch])
+        self.totals["val_flops"] += self.eval_cost(batch["n_edges"], batch["n_atoms"], batch["n_structures"])
+
+    # ------------------------------------------------------------------ rows
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or trainer.global_step <= self._last_row_step:
+            return
+        keys = list(_TOTALS)
+        local = torch.tensor([float(self.totals[k]) for k in keys], dtype=torch.float64, device=pl_module.device)
+        summed = trainer.strategy.reduce(local, reduce_op="sum") if trainer.world_size > 1 else local
+        totals = dict(zip(keys, summed.tolist()))
+        wall = self._wall_now()
+        devices = trainer.world_size
+        metrics = trainer.callback_metrics
+        counts = pl_module.backbone.count_parameters() if hasattr(pl_module.backbone, "count_parameters") else {}
+
+        def metric(name):
+            v = metrics.get(name)
+            return None if v is None else float(v)
+
+        row = {
+            "run_id": self.run_id,
+            "arch": self.arch,
+            "width": getattr(pl_module.backbone, "width", None),
+            "depth": getattr(pl_module.backbone, "depth", None),
+            "n_params": counts.get("n_params"),
+            "n_params_total": counts.get("n_params_total"),
+            "step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "structures_seen": int(totals["structures_seen"]),
+            "atoms_seen": int(totals["atoms_seen"]),
+            "edges_seen": int(totals["edges_seen"]),
+            "flops": totals["train_flops"],
+            "val_flops": totals["val_flops"],
+            "wall_s": wall,
+            "train_step_s": totals["step_time_s"] / devices,
+            "data_wait_s": totals["data_wait_s"] / devices,
+            "devices": devices,
+            "gpu_hours": wall * devices / 3600.0,
+            "val_loss": metric("val/loss"),
+            "val_energy_mae_per_atom": metric("val/energy_mae_per_atom"),
+            "val_force_mae": metric("val/force_mae"),
+            "val_force_cos": metric("val/force_cos"),
+            "flops_fit_residual": self.train_cost.max_rel_residual,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.rows_written += 1
+        self._last_row_step = trainer.global_step
+        if not trainer.is_global_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if trainer.logger is not None:
+            scalars = {f"compute/{k}": float(row[k]) for k in
+                       ("flops", "val_flops", "wall_s", "gpu_hours", "atoms_seen", "structures_seen")}
+            trainer.logger.log_metrics(scalars, step=trainer.global_step)
+            experiment = getattr(trainer.logger, "experiment", None)
+            if row["val_loss"] is not None and hasattr(experiment, "add_scalar"):
+                # loss against compute: the x axis of this tag is training GFLOPs
+                experiment.add_scalar("val_loss_vs_compute/gflops", row["val_loss"], int(row["flops"] / 1e9))

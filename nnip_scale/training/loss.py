@@ -1,0 +1,93 @@
+"""Training losses on energies and forces.
+
+All losses are averaged over the structures of a batch with per-structure normalisation, so a
+batch of large and small molecules weighs each structure equally (as in the paper).
+
+- ``mae_l2`` (the paper's): λ_e·|E_pred − E|/n + λ_f·(1/n)·Σ_i ‖F_pred,i − F_i‖₂
+- ``mse``:                  λ_e·((E_pred − E)/n)² + λ_f·(1/n)·Σ_i ‖F_pred,i − F_i‖²₂ / 3
+- ``huber``:                Huber(δ) of the per-atom energy error and of each force component
+  (mean over components of each atom, then over atoms of the structure).
+Stress, when weighted, adds λ_s·mean |σ_pred − σ| (mae_l2), squared (mse) or Huber.
+"""
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from nnip_scale.ops import scatter_sum
+
+LossName = Literal["mae_l2", "mse", "huber"]
+
+
+def per_structure_mean(values: torch.Tensor, batch: dict, backend: str = "auto") -> torch.Tensor:
+    """Mean over the atoms of each structure: values [A] -> [S]."""
+    sums = scatter_sum(values.unsqueeze(-1), batch["batch"], batch["n_structures"], backend=backend)
+    return sums.squeeze(-1) / batch["num_atoms"].to(values.dtype)
+
+
+class EnergyForceLoss(torch.nn.Module):
+    """Weighted energy + force (+ stress) loss.
+
+    Args:
+        kind: ``mae_l2`` (paper), ``mse`` or ``huber``.
+        energy_weight: λ_e (per-atom energy term).
+        force_weight: λ_f (force term).
+        stress_weight: λ_s (0 disables; needs a stress-predicting model and stress labels).
+        huber_delta: δ of the Huber loss (eV/atom for energy, eV/Å for forces).
+    """
+
+    def __init__(
+        self,
+        kind: LossName = "mae_l2",
+        energy_weight: float = 1.0,
+        force_weight: float = 1.0,
+        stress_weight: float = 0.0,
+        huber_delta: float = 0.01,
+    ):
+        super().__init__()
+        if kind not in ("mae_l2", "mse", "huber"):
+            raise ValueError(f"loss kind must be one of mae_l2, mse, huber; got {kind!r}")
+        if min(energy_weight, force_weight, stress_weight) < 0:
+            raise ValueError("loss weights must be non-negative")
+        self.kind = kind
+        self.energy_weight = energy_weight
+        self.force_weight = force_weight
+        self.stress_weight = stress_weight
+        self.huber_delta = huber_delta
+
+    def forward(self, pred: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """Returns ``loss`` (scalar) and its ``energy``/``forces``(/``stress``) terms."""
+        n = batch["num_atoms"].to(pred["energy"].dtype)
+        de = (pred["energy"] - batch["energy"].to(pred["energy"].dtype)) / n
+        dF = pred["forces"] - batch["forces"].to(pred["forces"].dtype)
+        if self.kind == "mae_l2":
+            e_term = de.abs().mean()
+            f_atom = torch.linalg.vector_norm(dF, dim=-1)
+        elif self.kind == "mse":
+            e_term = de.square().mean()
+            f_atom = dF.square().sum(dim=-1) / 3.0
+        else:
+            zeros = torch.zeros_like(de)
+            e_term = F.huber_loss(de, zeros, delta=self.huber_delta)
+            f_atom = F.huber_loss(dF, torch.zeros_like(dF), delta=self.huber_delta, reduction="none").mean(-1)
+        f_term = per_structure_mean(f_atom, batch).mean()
+        terms = {"energy": e_term, "forces": f_term}
+        loss = self.energy_weight * e_term + self.force_weight * f_term
+        if self.stress_weight > 0:
+            if "stress" not in pred or "stress" not in batch:
+                raise ValueError(
+                    "stress_weight > 0 but the model output or the batch has no stress; expected a "
+                    "conservative model with compute_stress=True and stress labels in every structure"
+                )
+            ds = pred["stress"] - batch["stress"].to(pred["stress"].dtype)
+            if self.kind == "mae_l2":
+                s_term = ds.abs().mean()
+            elif self.kind == "mse":
+                s_term = ds.square().mean()
+            else:
+                s_term = F.huber_loss(ds, torch.zeros_like(ds), delta=self.huber_delta)
+            terms["stress"] = s_term
+            loss = loss + self.stress_weight * s_term
+        terms["loss"] = loss
+        return terms
