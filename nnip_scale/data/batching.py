@@ -1,0 +1,181 @@
+"""Collate (list of dataset items -> the batch dict of docs/conventions.md) and batch samplers:
+a fixed number of structures per batch, or an atom budget (pack structures so that each batch
+holds at most ``max_atoms`` atoms). Both shuffle per epoch with ``seed + epoch`` (call
+``set_epoch``; Lightning does) and split the batches between DDP ranks.
+
+Distributed shares: batches are formed from the whole dataset identically on every rank, then
+rank ``r`` takes batches ``r, r + W, r + 2W, ...``. With ``drop_uneven=True`` (the default for
+training) every rank gets ``floor(n_batches / W)`` batches (at most ``W - 1`` batches, a different
+random set each epoch, are skipped) so all ranks run the same number of steps. With
+``drop_uneven=False`` (validation/test) every structure is seen exactly once overall, nothing is
+duplicated to pad, and ranks may differ by one batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from .structure import DataError
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def collate(items: Sequence[dict], dtype: str | torch.dtype = torch.float32) -> dict:
+    """The batch dict of docs/conventions.md from :class:`AtomsDataset` items. Float tensors are
+    ``dtype``; ``n_atoms``, ``n_structures``, ``n_edges`` are plain Python ints."""
+    dt = resolve_dtype(dtype)
+    counts = np.fromiter((len(it["numbers"]) for it in items), dtype=np.int64, count=len(items))
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    n_edges_each = [it["edge_index"].shape[1] for it in items]
+    edge_index = np.concatenate([it["edge_index"] + o for it, o in zip(items, offsets)], axis=1)
+    f = lambda arr: torch.from_numpy(np.ascontiguousarray(arr)).to(dt)  # noqa: E731
+    n_atoms = int(counts.sum())
+    S = len(items)
+    batch = {
+        "atomic_numbers": torch.from_numpy(np.concatenate([it["numbers"] for it in items]).astype(np.int64)),
+        "positions": f(np.concatenate([it["positions"] for it in items])),
+        "cell": f(np.stack([it["cell"] for it in items])),
+        "pbc": torch.from_numpy(np.stack([it["pbc"] for it in items]).astype(bool)),
+        "batch": torch.from_numpy(np.repeat(np.arange(S, dtype=np.int64), counts)),
+        "num_atoms": torch.from_numpy(counts),
+        "edge_index": torch.from_numpy(edge_index.astype(np.int64, copy=False)),
+        "edge_shift": f(np.concatenate([it["edge_shift"] for it in items]).reshape(-1, 3)),
+        "energy": f(np.array([it["energy"] for it in items], dtype=np.float64)),
+        "forces": f(np.concatenate([it["forces"] for it in items])),
+        "charge": torch.tensor([int(it["charge"]) for it in items], dtype=torch.long),
+        "spin": torch.tensor([int(it["spin"]) for it in items], dtype=torch.long),
+        "structure_index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
+        "n_atoms": n_atoms,
+        "n_structures": S,
+        "n_edges": int(sum(n_edges_each)),
+    }
+    if all(it.get("stress") is not None for it in items):
+        batch["stress"] = f(np.stack([it["stress"] for it in items]))
+    return batch
+
+
+class Collater:
+    """Picklable ``collate`` with a fixed dtype (for DataLoader workers)."""
+
+    def __init__(self, dtype: str | torch.dtype = "float32"):
+        self.dtype = resolve_dtype(dtype)
+
+    def __call__(self, items):
+        return collate(items, self.dtype)
+
+
+class _EpochForwarder:
+    """Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler``: forward it."""
+
+    def __init__(self, owner: "_RankedBatchSampler"):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
+class _RankedBatchSampler(torch.utils.data.Sampler):
+    """Shared shuffling (seed + epoch) and DDP sharing of the batches (module docstring)."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int, num_replicas: int, rank: int, drop_uneven: bool | None):
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} of {num_replicas} replicas; expected 0 <= rank < num_replicas")
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.drop_uneven = shuffle if drop_uneven is None else drop_uneven
+        self.epoch = 0
+        self.sampler = _EpochForwarder(self)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _order(self) -> np.ndarray:
+        if self.shuffle:
+            return np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+        return np.arange(self.n)
+
+    def _all_batches(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _my_batches(self) -> list[np.ndarray]:
+        batches = self._all_batches()
+        if self.drop_uneven:
+            k = len(batches) // self.num_replicas
+            if k == 0:
+                raise DataError("<batch sampler>", None, f"{len(batches)} batches for {self.num_replicas} ranks",
+                                "at least one batch per rank (smaller batches or more data)")
+            batches = batches[: k * self.num_replicas]
+        return batches[self.rank:: self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in self._my_batches():
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        return len(self._my_batches())
+
+
+class StructureBatchSampler(_RankedBatchSampler):
+    """Batches of ``batch_size`` structures (the last one may be smaller)."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0, drop_uneven: bool | None = None):
+        super().__init__(n, shuffle, seed, num_replicas, rank, drop_uneven)
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}; expected >= 1")
+        self.batch_size = batch_size
+
+    def _all_batches(self):
+        order = self._order()
+        return [order[i: i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+
+
+class AtomBudgetBatchSampler(_RankedBatchSampler):
+    """Pack structures (in shuffled order) into batches of at most ``max_atoms`` atoms.
+
+    ``num_atoms`` int [N]: atoms per dataset item. A structure larger than the budget is a
+    :class:`DataError` naming it (``locate(k) -> (file, record index)`` when given, else the
+    dataset index).
+    """
+
+    def __init__(self, num_atoms: Sequence[int], max_atoms: int, shuffle: bool = True, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0, drop_uneven: bool | None = None,
+                 locate: Callable[[int], tuple[str, int]] | None = None):
+        self.num_atoms = np.asarray(num_atoms, dtype=np.int64)
+        super().__init__(len(self.num_atoms), shuffle, seed, num_replicas, rank, drop_uneven)
+        too_big = np.nonzero(self.num_atoms > max_atoms)[0]
+        if len(too_big):
+            k = int(too_big[0])
+            source, index = locate(k) if locate is not None else ("<dataset>", k)
+            raise DataError(source, index, f"{int(self.num_atoms[k])} atoms exceed the batch budget",
+                            f"max_atoms_per_batch >= the largest structure ({int(self.num_atoms.max())} atoms)")
+        self.max_atoms = int(max_atoms)
+        self._cached: tuple[int, list[np.ndarray]] | None = None
+
+    def _all_batches(self):
+        if self._cached is not None and self._cached[0] == self.epoch:
+            return self._cached[1]
+        order = self._order()
+        sizes = self.num_atoms[order]
+        batches, start, total = [], 0, 0
+        for k, s in enumerate(sizes.tolist()):
+            if total + s > self.max_atoms:
+                batches.append(order[start:k])
+                start, total = k, 0
+            total += s
+        if start < len(order):
+            batches.append(order[start:])
+        self._cached = (self.epoch, batches)
+        return batches

@@ -1,0 +1,223 @@
+"""``AtomsDataModule``: the LightningDataModule of nnip-scale (usable from LightningCLI YAML).
+
+With distributed training the module hands the trainer's rank and world size to its own batch
+samplers, so the trainer must run with ``use_distributed_sampler=False`` (otherwise Lightning
+tries to wrap the custom batch sampler).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import lightning
+import numpy as np
+import torch.utils.data
+
+from .batching import AtomBudgetBatchSampler, Collater, StructureBatchSampler
+from .cache import CachedData, load_or_build
+from .dataset import AtomsDataset
+from .readers import ReaderOptions
+from .splits import Subset, nested_subset, split_by_group
+from .stats import DatasetStatistics, compute_statistics
+from .structure import DataError
+
+Sources = str | list[str]
+
+
+class AtomsDataModule(lightning.LightningDataModule):
+    """Train/val/test data from extxyz / ASE db / aselmdb files, directories, globs or ``builtin:NAME``.
+
+    Args:
+        train: training source(s): a file, directory, glob, ``builtin:NAME`` or a list of those.
+        val: explicit validation source(s); when None, ``val_fraction`` of the training groups.
+        test: explicit test source(s); when None, ``test_fraction`` of the training groups.
+        val_fraction: fraction of training structures (whole groups) held out for validation.
+        test_fraction: fraction of training structures (whole groups) held out for testing.
+        split_seed: seed of the group split.
+        cutoff: neighbour-list cutoff in Å (must be >= the model's cutoff).
+        subset: nested training subset: int number of structures or float fraction in (0, 1].
+        subset_atoms: nested training subset by number of atoms (the data tokens D).
+        subset_seed: seed of the fixed permutation whose prefixes are the nested subsets.
+        batch_size: structures per batch (used when ``max_atoms_per_batch`` is None).
+        max_atoms_per_batch: atom budget per batch (takes precedence over ``batch_size``).
+        num_workers: DataLoader worker processes (neighbour lists are built there).
+        cache_dir: where preprocessed caches go (default ``<dir of first source>/.nnip_cache``).
+        group_key: ``atoms.info`` key of the trajectory/molecule id (absent: one group per structure).
+        energy_key: key of the total energy (eV) in calculator results / ``atoms.info``.
+        forces_key: key of the forces (eV/Å) in calculator results / ``atoms.arrays``.
+        stress_key: key of the stress (eV/Å³).
+        dtype: float dtype of batch tensors (the cache keeps float64).
+        shuffle_seed: seed of the per-epoch training shuffle (``seed + epoch``).
+        pin_memory: DataLoader ``pin_memory``.
+        persistent_workers: keep workers between epochs (None: True when ``num_workers > 0``).
+        builtin_root: where ``builtin:NAME`` datasets are generated (None: the generator's default).
+    """
+
+    def __init__(
+        self,
+        train: Sources,
+        val: Sources | None = None,
+        test: Sources | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        cutoff: float = 5.0,
+        subset: int | float | None = None,
+        subset_atoms: int | None = None,
+        subset_seed: int = 0,
+        batch_size: int = 16,
+        max_atoms_per_batch: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        group_key: str = "group",
+        energy_key: str = "energy",
+        forces_key: str = "forces",
+        stress_key: str = "stress",
+        dtype: Literal["float32", "float64"] = "float32",
+        shuffle_seed: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool | None = None,
+        builtin_root: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_sources, self.val_sources, self.test_sources = train, val, test
+        self.val_fraction = 0.0 if val is not None else float(val_fraction)
+        self.test_fraction = 0.0 if test is not None else float(test_fraction)
+        self.split_seed, self.cutoff = split_seed, float(cutoff)
+        self.subset, self.subset_atoms, self.subset_seed = subset, subset_atoms, subset_seed
+        self.batch_size, self.max_atoms_per_batch = batch_size, max_atoms_per_batch
+        self.num_workers, self.cache_dir, self.dtype = num_workers, cache_dir, dtype
+        self.shuffle_seed, self.pin_memory = shuffle_seed, pin_memory
+        self.persistent_workers = (num_workers > 0) if persistent_workers is None else persistent_workers
+        self.builtin_root = builtin_root
+        self.options = ReaderOptions(energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
+                                     group_key=group_key)
+        self._datasets: dict[str, AtomsDataset] | None = None
+        self.train_subset: Subset | None = None
+        self._statistics: DatasetStatistics | None = None
+
+    # ------------------------------------------------------------------ data
+    def _load(self, sources) -> CachedData:
+        return load_or_build(sources, self.options, self.cache_dir, builtin_root=self.builtin_root)
+
+    def prepare_data(self) -> None:
+        """Build the caches (rank 0 only under DDP)."""
+        for s in (self.train_sources, self.val_sources, self.test_sources):
+            if s is not None:
+                self._load(s)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load caches, split by group, take the nested training subset (idempotent)."""
+        if self._datasets is not None:
+            return
+        data = self._load(self.train_sources)
+        train, val, test = split_by_group(np.asarray(data.group_id), self.val_fraction, self.test_fraction,
+                                          self.split_seed, source=data.sources[0])
+        self.train_subset = nested_subset(train, data.num_atoms[train], size=self.subset, atoms=self.subset_atoms,
+                                          seed=self.subset_seed, source=data.sources[0])
+        val_data = self._load(self.val_sources) if self.val_sources is not None else data
+        test_data = self._load(self.test_sources) if self.test_sources is not None else data
+        self._datasets = {
+            "train": AtomsDataset(data, np.sort(self.train_subset.indices), self.cutoff),
+            "val": AtomsDataset(val_data, None if self.val_sources is not None else val, self.cutoff),
+            "test": AtomsDataset(test_data, None if self.test_sources is not None else test, self.cutoff),
+        }
+
+    @property
+    def train_dataset(self) -> AtomsDataset:
+        """The (subset of the) training split; sets the module up on first access."""
+        self.setup()
+        return self._datasets["train"]
+
+    @property
+    def val_dataset(self) -> AtomsDataset:
+        self.setup()
+        return self._datasets["val"]
+
+    @property
+    def test_dataset(self) -> AtomsDataset:
+        self.setup()
+        return self._datasets["test"]
+
+    # ------------------------------------------------------------------ info
+    @property
+    def statistics(self) -> DatasetStatistics:
+        """Statistics of the training subset, computed once and saved next to the cache."""
+        if self._statistics is None:
+            self.setup()
+            ds = self.train_dataset
+            digest = hashlib.sha256(np.ascontiguousarray(ds.indices).tobytes())
+            digest.update(repr(self.cutoff).encode())
+            path = ds.data.path / f"stats-{digest.hexdigest()[:20]}.json"
+            if path.is_file():
+                self._statistics = DatasetStatistics.load(path)
+            else:
+                self._statistics = compute_statistics(ds.data, ds.indices, self.cutoff)
+                self._statistics.save(path)
+        return self._statistics
+
+    @property
+    def n_train_structures(self) -> int:
+        self.setup()
+        return self.train_subset.n_structures
+
+    @property
+    def n_train_atoms(self) -> int:
+        self.setup()
+        return self.train_subset.n_atoms
+
+    def info(self) -> dict:
+        """Sizes of the splits (structures and atoms)."""
+        self.setup()
+        return {f"n_{name}_{unit}": (len(ds) if unit == "structures" else ds.n_atoms)
+                for name, ds in (("train", self.train_dataset), ("val", self.val_dataset), ("test", self.test_dataset))
+                for unit in ("structures", "atoms")}
+
+    # ------------------------------------------------------------------ loaders
+    def _ranks(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def _loader(self, ds: AtomsDataset, shuffle: bool) -> torch.utils.data.DataLoader:
+        world, rank = self._ranks()
+        connector = getattr(getattr(self, "trainer", None), "_accelerator_connector", None)
+        if world > 1 and getattr(connector, "use_distributed_sampler", False):
+            raise ValueError("AtomsDataModule shards its batches across ranks itself; expected a Trainer "
+                             "with use_distributed_sampler=False")
+        if self.max_atoms_per_batch is not None:
+            def locate(k: int, ds=ds) -> tuple[str, int]:
+                i = int(ds.indices[k])
+                return ds.data.sources[int(ds.data.source_id[i])], int(ds.data.record_index[i])
+
+            sampler = AtomBudgetBatchSampler(ds.num_atoms, self.max_atoms_per_batch, shuffle=shuffle,
+                                             seed=self.shuffle_seed, num_replicas=world, rank=rank, locate=locate)
+        else:
+            sampler = StructureBatchSampler(len(ds), self.batch_size, shuffle=shuffle, seed=self.shuffle_seed,
+                                            num_replicas=world, rank=rank)
+        return torch.utils.data.DataLoader(
+            ds, batch_sampler=sampler, collate_fn=Collater(self.dtype), num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self):
+        self.setup()
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self):
+        self.setup()
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self):
+        self.setup()
+        if len(self.test_dataset) == 0:
+            raise DataError(str(self.train_sources), None, "an empty test split",
+                            "test_fraction > 0 or an explicit test source")
+        return self._loader(self.test_dataset, shuffle=False)
+
+    def predict_dataloader(self):
+        self.setup()
+        return self._loader(self.test_dataset if len(self.test_dataset) else self.val_dataset, shuffle=False)

@@ -1,0 +1,95 @@
+"""Train/val/test splits by group (never by frame) and nested training subsets for data scaling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .structure import DataError
+
+
+def split_by_group(group_ids: np.ndarray, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                   source: str = "<dataset>") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split structure indices into (train, val, test) so no group is in two splits.
+
+    Groups are shuffled with ``seed`` and walked in that order: a group goes to val while fewer
+    than ``val_fraction`` of all structures precede it, then to test while fewer than
+    ``val_fraction + test_fraction`` precede it, the rest to train (so val holds at least its
+    fraction and val + test at least theirs, each overshooting by less than one group).
+    A fraction of 0 gives an empty split; a positive fraction that ends up empty, or an empty
+    train split, is a :class:`DataError`. Returns sorted int64 index arrays.
+    """
+    group_ids = np.asarray(group_ids, dtype=np.int64)
+    n = len(group_ids)
+    if n == 0:
+        raise DataError(source, None, "an empty dataset", "at least one structure to split")
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"{name}={f}; expected a fraction in [0, 1)")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction}; expected < 1")
+    uniq, inverse, counts = np.unique(group_ids, return_inverse=True, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    cum = np.cumsum(counts[order])
+    n_val_target, n_test_target = val_fraction * n, (val_fraction + test_fraction) * n
+    # group k goes to val if the structures before it are < the val target, etc.
+    before = cum - counts[order]
+    label_sorted = np.where(before < n_val_target, 1, np.where(before < n_test_target, 2, 0))
+    label = np.empty(len(uniq), dtype=np.int64)
+    label[order] = label_sorted
+    per_structure = label[inverse]
+    train, val, test = (np.nonzero(per_structure == k)[0] for k in (0, 1, 2))
+    for name, idx, f in (("train", train, 1.0), ("validation", val, val_fraction), ("test", test, test_fraction)):
+        if f > 0 and len(idx) == 0:
+            raise DataError(source, None, f"an empty {name} split ({n} structures in {len(uniq)} groups)",
+                            f"enough groups for a non-empty {name} split (lower the other fractions or add data)")
+    return train, val, test
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A nested training subset: ``indices`` (in the order of the fixed permutation),
+    ``n_structures`` and ``n_atoms`` (the data tokens)."""
+
+    indices: np.ndarray
+    n_structures: int
+    n_atoms: int
+
+
+def nested_subset(train_indices: np.ndarray, num_atoms: np.ndarray, size: int | float | None = None,
+                  atoms: int | None = None, seed: int = 0, source: str = "<training split>") -> Subset:
+    """The prefix of a fixed ``seed``-permutation of ``train_indices``, so a smaller subset is
+    always contained in a larger one (same seed).
+
+    ``size``: an int number of structures or a float fraction in (0, 1]; ``atoms``: the shortest
+    prefix holding at least that many atoms. ``num_atoms[k]`` is the atom count of
+    ``train_indices[k]``. Neither given: all of it (still permuted). Too large: :class:`DataError`.
+    """
+    train_indices = np.asarray(train_indices, dtype=np.int64)
+    num_atoms = np.asarray(num_atoms, dtype=np.int64)
+    n = len(train_indices)
+    if n == 0:
+        raise DataError(source, None, "an empty training split", "at least one training structure")
+    if size is not None and atoms is not None:
+        raise ValueError("give a subset as a number/fraction of structures or a number of atoms, not both")
+    perm = np.random.default_rng(seed).permutation(n)
+    cum = np.cumsum(num_atoms[perm])
+    if atoms is not None:
+        if atoms <= 0 or atoms > cum[-1]:
+            raise DataError(source, None, f"a subset of {atoms} atoms was asked but the training split holds "
+                            f"{int(cum[-1])} atoms", f"a subset size between 1 and {int(cum[-1])} atoms")
+        k = int(np.searchsorted(cum, atoms, side="left")) + 1
+    elif size is None:
+        k = n
+    elif isinstance(size, float):
+        if not 0.0 < size <= 1.0:
+            raise DataError(source, None, f"a subset fraction of {size}", "a fraction in (0, 1]")
+        k = max(1, int(round(size * n)))
+    else:
+        k = int(size)
+        if k <= 0 or k > n:
+            raise DataError(source, None, f"a subset of {k} structures was asked but the training split holds {n}",
+                            f"a subset size between 1 and {n} structures")
+    chosen = perm[:k]
+    return Subset(indices=train_indices[chosen], n_structures=k, n_atoms=int(cum[k - 1]))

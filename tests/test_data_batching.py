@@ -1,0 +1,76 @@
+"""Collate (the batch contract of docs/conventions.md) and the batch samplers (atom budget,
+fixed size, per-epoch shuffle, DDP shares)."""
+
+import numpy as np
+import pytest
+import torch
+from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+from nnip_scale.data import (AtomBudgetBatchSampler, AtomsDataset, DataError, StructureBatchSampler, collate,
+                             load_or_build, read_all)
+from test_data_helpers import trajectory_frames, write_extxyz
+
+
+def test_collate_matches_contract_and_ase_neighbours(tmp_path):
+    frames = trajectory_frames(4, 1, seed=0, stress=True)
+    p = write_extxyz(tmp_path / "d.extxyz", frames)
+    ds = AtomsDataset(load_or_build(p), cutoff=4.0)
+    b = collate([ds[k] for k in (2, 0, 3)])
+    S, A = 3, sum(len(frames[k]) for k in (2, 0, 3))
+    assert (b["n_structures"], b["n_atoms"]) == (S, A) and all(type(b[k]) is int for k in ("n_atoms", "n_structures", "n_edges"))
+    assert b["positions"].dtype == torch.float32 and b["edge_index"].dtype == torch.int64
+    assert b["batch"].tolist() == sum(([s] * len(frames[k]) for s, k in enumerate((2, 0, 3))), [])
+    assert b["structure_index"].tolist() == [2, 0, 3] and b["num_atoms"].tolist() == [len(frames[k]) for k in (2, 0, 3)]
+    assert "stress" not in b  # frame 2 is a molecule without stress
+    assert b["edge_index"].shape == (2, b["n_edges"]) and b["edge_shift"].shape == (b["n_edges"], 3)
+    # edges per structure equal ASE's neighbour list, and r_ij follows the conventions' formula
+    pos, cell = b["positions"].double(), b["cell"].double()
+    i, j = b["edge_index"]
+    r = pos[j] - pos[i] + torch.einsum("ek,ekl->el", b["edge_shift"].double(), cell[b["batch"][i]])
+    assert (r.norm(dim=1) < 4.0).all()
+    for s, k in enumerate((2, 0, 3)):
+        ai, aj, d = ase_neighbor_list("ijd", frames[k], 4.0)
+        mine = r.norm(dim=1)[b["batch"][i] == s].numpy()
+        np.testing.assert_allclose(np.sort(mine), np.sort(d), atol=1e-5)
+    np.testing.assert_allclose(b["energy"].numpy(), [frames[k].get_potential_energy() for k in (2, 0, 3)], rtol=1e-6)
+    b64 = collate([ds[0], ds[3]], dtype="float64")
+    assert b64["positions"].dtype == torch.float64 and b64["stress"].shape == (2, 3, 3)  # both periodic with stress
+    np.testing.assert_array_equal(b64["forces"][: len(frames[0])].numpy(), read_all(p)[0].forces)  # float64 kept
+
+
+def test_atom_budget_sampler_packs_and_shuffles_deterministically():
+    sizes = np.random.default_rng(0).integers(1, 30, 200)
+    s = AtomBudgetBatchSampler(sizes, max_atoms=64, shuffle=True, seed=5)
+    e0 = list(s)
+    assert sorted(sum(e0, [])) == list(range(200))
+    assert all(sizes[b].sum() <= 64 for b in e0)
+    # greedy packing: adding the next batch's first structure would exceed the budget
+    assert all(sizes[a].sum() + sizes[b[0]] > 64 for a, b in zip(e0, e0[1:]))
+    assert list(AtomBudgetBatchSampler(sizes, 64, seed=5)) == e0 and len(s) == len(e0)
+    s.set_epoch(1)
+    assert list(s) != e0
+    fixed = list(AtomBudgetBatchSampler(sizes, 64, shuffle=False))
+    assert sum(fixed, []) == list(range(200))
+
+
+def test_structure_larger_than_budget_is_named():
+    with pytest.raises(DataError) as e:
+        AtomBudgetBatchSampler([3, 40, 5], 32, locate=lambda k: ("data/x.extxyz", 17 + k))
+    assert str(e.value) == ("data/x.extxyz: structure 18: 40 atoms exceed the batch budget; "
+                            "expected max_atoms_per_batch >= the largest structure (40 atoms)")
+
+
+@pytest.mark.parametrize("make", [lambda **k: StructureBatchSampler(23, 4, **k),
+                                  lambda **k: AtomBudgetBatchSampler(np.arange(23) % 5 + 1, 9, **k)])
+def test_ddp_shares(make):
+    world = 3
+    train = [list(make(shuffle=True, seed=1, num_replicas=world, rank=r)) for r in range(world)]
+    lens = {len(t) for t in train}
+    assert len(lens) == 1  # same number of steps on every rank
+    flat = [i for t in train for b in t for i in b]
+    assert len(flat) == len(set(flat))  # disjoint shares
+    everything = list(make(shuffle=True, seed=1))
+    assert len(train[0]) == len(everything) // world
+    val = [list(make(shuffle=False, num_replicas=world, rank=r)) for r in range(world)]
+    flat = sorted(i for t in val for b in t for i in b)
+    assert flat == list(range(23))  # each sample exactly once: no padding duplicates, nothing dropped
