@@ -1,0 +1,144 @@
+"""Benchmark message aggregation (scatter-sum of edge features onto atoms).
+
+Compares nnip_scale's native op with ``Tensor.index_add_``, ``Tensor.scatter_reduce_(reduce='sum')``
+and torch-scatter (when installed), forward and forward+backward (grad w.r.t. the edge features),
+fp32, median wall time of ``--repeats`` runs after warm-up, methods interleaved round-robin
+(CUDA: synchronised).
+
+    python benchmarks/bench_scatter.py                       # print the table
+    python benchmarks/bench_scatter.py --write benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import replace_section  # noqa: E402
+
+from nnip_scale.ops import native_supports, scatter_sum  # noqa: E402
+
+
+def _methods(device: torch.device) -> dict:
+    out = {}
+    if native_supports("scatter_sum", device, torch.float32):
+        out["native"] = lambda s, i, n: scatter_sum(s, i, n, backend="native")
+    out["index_add_"] = lambda s, i, n: s.new_zeros((n, s.shape[1])).index_add_(0, i, s)
+    out["scatter_reduce_"] = lambda s, i, n: s.new_zeros((n, s.shape[1])).scatter_reduce_(
+        0, i.unsqueeze(1).expand_as(s), s, reduce="sum", include_self=True
+    )
+    try:
+        import torch_scatter
+
+        out["torch-scatter"] = lambda s, i, n: torch_scatter.scatter(s, i, 0, dim_size=n, reduce="sum")
+    except ImportError:
+        pass
+    return out
+
+
+def _time_interleaved(fns: dict, device: torch.device, repeats: int, warmup: int = 3) -> dict:
+    """Median wall time (ms) of each fn(); the methods run round-robin, so that load from other
+    processes hits all of them alike."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def run(device: torch.device, n_atoms: int, n_edges: int, features: list[int], repeats: int):
+    g = torch.Generator().manual_seed(0)
+    index = torch.randint(0, n_atoms, (n_edges,), generator=g).to(device)
+    methods = _methods(device)
+    rows = []
+    for F in features:
+        src = torch.randn(n_edges, F, generator=g).to(device)
+        src_g = src.clone().requires_grad_(True)
+        grad = torch.randn(n_atoms, F, generator=g).to(device)
+        fwd = _time_interleaved(
+            {n: (lambda fn=fn: fn(src, index, n_atoms)) for n, fn in methods.items()}, device, repeats
+        )
+        fb = _time_interleaved(
+            {
+                n: (lambda fn=fn: torch.autograd.grad(fn(src_g, index, n_atoms), src_g, grad))
+                for n, fn in methods.items()
+            },
+            device,
+            repeats,
+        )
+        rows += [(F, n, fwd[n], fb[n]) for n in methods]
+    return list(methods), rows
+
+
+def _table(names, rows, args, device) -> str:
+    by = {(F, n): (a, b) for F, n, a, b in rows}
+    feats = sorted({r[0] for r in rows})
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    else:
+        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+    lines = [
+        f"Scatter-sum, fp32, {args.atoms} atoms, {args.edges} edges, device `{device.type}` "
+        f"({machine}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
+        f"1-min load average {os.getloadavg()[0]:.1f} at the end (a busy machine inflates all times).",
+        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+        "",
+        "| F | pass | " + " | ".join(f"{n} (ms)" for n in names) + " | index_add_ / native |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for F in feats:
+        for k, label in ((0, "fwd"), (1, "fwd+bwd")):
+            vals = [by[(F, n)][k] for n in names]
+            ratio = by[(F, "index_add_")][k] / by[(F, "native")][k] if "native" in names else float("nan")
+            lines.append(
+                f"| {F} | {label} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {ratio:.2f}× |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--atoms", type=int, default=5000)
+    p.add_argument("--edges", type=int, default=100_000)
+    p.add_argument("--features", type=int, nargs="+", default=[16, 64, 128, 256])
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    p.add_argument("--write", metavar="RESULTS_MD", help="replace the bench_scatter:<device> section")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    for d in devices:
+        if d == "cuda" and not torch.cuda.is_available():
+            print("no CUDA device: skipping the CUDA benchmark")
+            continue
+        device = torch.device(d)
+        names, rows = run(device, args.atoms, args.edges, args.features, args.repeats)
+        table = _table(names, rows, args, device)
+        print(table + "\n")
+        if args.write:
+            replace_section(args.write, f"bench_scatter:{d}", table)
+
+
+if __name__ == "__main__":
+    main()

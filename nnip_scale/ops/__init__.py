@@ -1,0 +1,31 @@
+"""Hot ops of nnip-scale: one function per op with a ``backend`` argument.
+
+``backend``: ``auto`` (fastest available), ``torch`` (reference), ``native`` (nnip_scale._C),
+``pyg`` (torch-scatter), ``cueq`` (cuequivariance-torch; ops it lacks fall back, see docs/ops.md).
+"""
+
+from nnip_scale.ops._native import check_build_info, native_available
+from nnip_scale.ops.registry import (
+    BACKENDS,
+    available_backends,
+    flops,
+    get_op,
+    native_supports,
+    registered_ops,
+    resolve_backend,
+)
+from nnip_scale.ops.scatter import gather_rows, scatter_sum
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "check_build_info",
+    "flops",
+    "gather_rows",
+    "get_op",
+    "native_available",
+    "native_supports",
+    "registered_ops",
+    "resolve_backend",
+    "scatter_sum",
+]
