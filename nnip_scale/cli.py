@@ -5,9 +5,16 @@ dotted overrides such as ``--model.backbone.init_args.width 128``); ``nnip-scale
 generates and checks the built-in datasets.
 """
 
+import os
 import sys
 
-from lightning.pytorch.cli import LightningCLI
+# Large CPU tensors (edge features, their gradients) are allocated fresh every step; backing them
+# with transparent huge pages avoids most first-touch page faults, which dominate the backward of
+# message aggregation on CPU (benchmarks/RESULTS.md: ~4x faster). torch reads this at its first
+# large allocation, so it is set before torch is used; export THP_MEM_ALLOC_ENABLE=0 to opt out.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 USAGE = """usage: nnip-scale {fit,validate,test,predict,data} ...
 
