@@ -13,6 +13,7 @@ duplicated to pad, and ranks may differ by one batch.
 
 from __future__ import annotations
 
+import abc
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -86,7 +87,7 @@ class _EpochForwarder:
         self.owner.set_epoch(epoch)
 
 
-class _RankedBatchSampler(torch.utils.data.Sampler):
+class _RankedBatchSampler(torch.utils.data.Sampler, abc.ABC):
     """Shared shuffling (seed + epoch) and DDP sharing of the batches (module docstring)."""
 
     def __init__(self, n: int, shuffle: bool, seed: int, num_replicas: int, rank: int, drop_uneven: bool | None):
@@ -106,8 +107,9 @@ class _RankedBatchSampler(torch.utils.data.Sampler):
             return np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
         return np.arange(self.n)
 
+    @abc.abstractmethod
     def _all_batches(self) -> list[np.ndarray]:
-        raise NotImplementedError
+        """Every batch of the epoch (all ranks), as arrays of dataset indices."""
 
     def _my_batches(self) -> list[np.ndarray]:
         batches = self._all_batches()

@@ -155,5 +155,5 @@ def flops(op: str, *args, **kwargs) -> int:
     """FLOPs of one call of ``op``; pass the op's arguments (tensors or their shapes)."""
     spec = get_op(op)
     if spec.flops is None:
-        raise NotImplementedError(f"nnip_scale.ops.{op}: no FLOP formula registered")
+        raise LookupError(f"nnip_scale.ops.{op}: no FLOP formula registered; expected every registered op to have one")
     return int(spec.flops(*(_shape(a) for a in args), **{k: _shape(v) for k, v in kwargs.items()}))
