@@ -120,9 +120,11 @@ class NNIPModule(L.LightningModule):
         self._eval_step(batch, self.test_metrics)
 
     def _log_metrics(self, prefix: str, metrics: EnergyForceMetrics) -> None:
-        values = metrics.compute()  # already reduced across ranks by torchmetrics
-        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
-        self.log(f"{prefix}_loss", values["loss"].float(), prog_bar=True)
+        # compute() already reduced the sums across ranks, so every rank holds the same values and
+        # sync_dist's mean leaves them unchanged (it only keeps Lightning's bookkeeping consistent)
+        values = metrics.compute()
+        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=False, sync_dist=True)
+        self.log(f"{prefix}_loss", values["loss"].float(), prog_bar=True, sync_dist=True)
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
