@@ -20,6 +20,15 @@ class LinearPotential(nn.Module):
         energy = torch.zeros(batch["n_structures"], dtype=h.dtype).index_add(0, batch["batch"], e_atom)
         return {"energy": energy, "forces": self.force(h)}
 
+    def count_parameters(self) -> dict:
+        n = sum(p.numel() for p in self.parameters())  # 3d + d (lin) + d (out) + 3d (force) = 8d
+        return {"n_params": n, "n_params_total": n}
+
+    @staticmethod
+    def hand_count_forward_flops(n_atoms: int, d: int) -> int:
+        """lin 2·A·3·d + out 2·A·d + force 2·A·3·d + energy index_add A (no loss, no backward)."""
+        return 14 * n_atoms * d + n_atoms
+
     @staticmethod
     def hand_count_train_flops(n_atoms: int, d: int) -> int:
         """Forward: lin 2·A·3·d, out 2·A·d, force 2·A·3·d, energy index_add A, the loss's

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,23 @@ def test_resume_after_sigkill_continues_totals(tmp_path):
     walls = [r["wall_s"] for r in rows]
     assert walls == sorted(walls)
     assert rows[-1]["atoms_seen"] == 30 * (3 + 5)
+
+
+def test_kappa_of_tiny_model_equals_hand_count():
+    from nnip_scale.training.kappa import fit_kappa, measure_point
+
+    batch = water_methane()
+    points = []
+    for d in (2, 4, 8):
+        torch.manual_seed(0)
+        pt = measure_point("linear", LinearPotential(d), [batch])
+        A = batch["n_atoms"]
+        assert pt.n_params == 8 * d
+        assert pt.fwd_flops_per_atom == pytest.approx(LinearPotential.hand_count_forward_flops(A, d) / A)
+        assert pt.train_flops_per_atom == pytest.approx(LinearPotential.hand_count_train_flops(A, d) / A)
+        assert pt.kappa == pytest.approx((14 * d + 1) / (8 * d))
+        points.append(pt)
+    fit = fit_kappa(points)
+    N = np.array([8 * d for d in (2, 4, 8)], float)
+    y = np.array([14 * d + 1 for d in (2, 4, 8)], float)
+    assert fit["kappa"] == pytest.approx(N @ y / (N @ N))

@@ -1,0 +1,109 @@
+"""Estimate κ (forward FLOPs per atom per parameter) per architecture across widths, check the
+training FLOPs against 3κND, and draw the plot (the paper's Figure 2).
+
+    python tools/estimate_kappa.py --model configs/model/mpnn.yaml --widths 32 64 128 256 --out kappa/
+    python tools/estimate_kappa.py --model configs/model/mpnn.yaml --model configs/model/egnn.yaml ...
+
+Writes OUT/kappa.json, OUT/kappa.md and OUT/kappa.png (atomically: temporary file, then rename).
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _load_model_config(path: str) -> tuple[str, dict]:
+    cfg = yaml.safe_load(Path(path).read_text())
+    try:
+        backbone = cfg["model"]["backbone"]
+        return backbone["class_path"], dict(backbone.get("init_args") or {})
+    except (KeyError, TypeError) as err:
+        raise SystemExit(f"{path}: expected model.backbone.class_path (and init_args), as in configs/model/mpnn.yaml") from err
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="model config YAML (repeatable)")
+    p.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
+    p.add_argument("--data", default="builtin:molecules-demo")
+    p.add_argument("--batches", type=int, default=4, help="validation batches to count on")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", default="kappa")
+    args = p.parse_args(argv)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from nnip_scale.data import AtomsDataModule
+    from nnip_scale.training.kappa import build_model, fit_kappa, measure_point
+
+    torch.manual_seed(0)
+    results, models = {}, [(_load_model_config(m), Path(m).stem) for m in args.model]
+    for (class_path, init_args), arch in models:
+        cutoff = float(init_args.get("cutoff", 5.0))
+        dm = AtomsDataModule(args.data, cutoff=cutoff, batch_size=args.batch_size, dtype="float32")
+        dm.setup("fit")
+        batches = [b for _, b in zip(range(args.batches), dm.val_dataloader())]
+        points = []
+        for w in args.widths:
+            model = build_model(class_path, init_args, w, dm.statistics)
+            points.append(measure_point(arch, model, batches))
+            pt = points[-1]
+            print(f"{arch} width {w}: N={pt.n_params} fwd/atom={pt.fwd_flops_per_atom:.4g} κ={pt.kappa:.3f} "
+                  f"train/fwd={pt.train_over_fwd:.3f}", flush=True)
+        results[arch] = fit_kappa(points)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"data": args.data, "batches": args.batches, "batch_size": args.batch_size, "widths": args.widths,
+            "convention": "FlopCounterMode matmul FLOPs (2 per multiply-add) + 1 per scatter-added element; "
+                          "element-wise work not counted (docs/compute.md)"}
+    _atomic_write(out / "kappa.json", lambda t: t.write_text(json.dumps({"meta": meta, "architectures": results}, indent=2)))
+    lines = ["| architecture | width | N | fwd FLOPs/atom | κ (this width) | train/fwd | train / 3κN |", "|---|---|---|---|---|---|---|"]
+    for arch, r in results.items():
+        for pt in r["points"]:
+            w = str(pt["width"])
+            lines.append(f"| {arch} | {w} | {pt['n_params']:,} | {pt['fwd_flops_per_atom']:.4g} | {pt['kappa']:.3f} | "
+                         f"{pt['train_over_fwd']:.3f} | {r['train_over_3_kappa_N'][w]:.3f} |")
+    lines.append("")
+    lines += [f"- **{arch}: κ = {r['kappa']:.3f}** (fit through the origin; max deviation of a width from κN: "
+              f"{100 * r['max_rel_deviation_from_kappa_N']:.1f} %)" for arch, r in results.items()]
+    _atomic_write(out / "kappa.md", lambda t: t.write_text("\n".join(lines) + "\n"))
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for k, (arch, r) in enumerate(results.items()):
+        color = f"C{k}"
+        N = [pt["n_params"] for pt in r["points"]]
+        ax1.loglog(N, [pt["fwd_flops_per_atom"] for pt in r["points"]], "o", color=color, label=f"{arch} (κ = {r['kappa']:.2f})")
+        ax1.loglog(N, [r["kappa"] * n for n in N], "-", color=color, alpha=0.5)
+        ax2.semilogx(N, [pt["train_over_fwd"] for pt in r["points"]], "o-", color=color, label=arch)
+    ax1.set(xlabel="parameters N", ylabel="forward FLOPs per atom", title="C_fwd / D = κ·N")
+    ax2.axhline(3.0, color="k", ls="--", lw=1, label="3 (assumed by C = 3κND)")
+    ratios = [pt["train_over_fwd"] for r in results.values() for pt in r["points"]] + [3.0]
+    pad = max(0.05, 0.1 * (max(ratios) - min(ratios)))
+    ax2.set(xlabel="parameters N", ylabel="training / forward FLOPs", title="training-step FLOPs vs forward",
+            ylim=(min(ratios) - pad, max(ratios) + pad))
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    _atomic_write(out / "kappa.png", lambda t: fig.savefig(t, dpi=120, format="png"))
+    print("\n".join(lines))
+    print(f"wrote {out}/kappa.json, kappa.md, kappa.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
