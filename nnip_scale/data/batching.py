@@ -98,6 +98,7 @@ class _RankedBatchSampler(torch.utils.data.Sampler, abc.ABC):
         self.drop_uneven = shuffle if drop_uneven is None else drop_uneven
         self.epoch = 0
         self.sampler = _EpochForwarder(self)
+        self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip once, after a resume
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -121,8 +122,19 @@ class _RankedBatchSampler(torch.utils.data.Sampler, abc.ABC):
             batches = batches[: k * self.num_replicas]
         return batches[self.rank:: self.num_replicas]
 
+    def skip_once(self, epoch: int, n_batches: int) -> None:
+        """Make the next pass over ``epoch`` start after its first ``n_batches`` batches (this
+        rank's): a run resumed mid-epoch continues where it stopped instead of replaying them."""
+        self._skip = (int(epoch), int(n_batches))
+
     def __iter__(self) -> Iterator[list[int]]:
-        for b in self._my_batches():
+        batches = self._my_batches()
+        if self._skip is not None:
+            epoch, n = self._skip
+            self._skip = None
+            if epoch == self.epoch:
+                batches = batches[n:]
+        for b in batches:
             yield b.tolist()
 
     def __len__(self) -> int:

@@ -8,6 +8,7 @@ tries to wrap the custom batch sampler).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from typing import Literal
 
 import lightning
@@ -182,6 +183,23 @@ class AtomsDataModule(lightning.LightningDataModule):
             return 1, 0
         return int(trainer.world_size), int(trainer.global_rank)
 
+    # Position inside the training epoch, saved in checkpoints. Lightning replays an epoch from its
+    # first batch when a run resumes mid-epoch; the batch sampler instead skips the batches already
+    # trained on, so a resumed run sees exactly the data of an uninterrupted one (the single-epoch
+    # protocol of data-scaling studies depends on it). The datamodule's state is restored before
+    # the training loader is built, which is why this lives here and not in the loader.
+    def state_dict(self) -> dict:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return {"train_epoch": int(trainer.current_epoch), "train_batches_done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_position = (state["train_epoch"], state["train_batches_done"]) if state else None
+        if self._resume_position:  # handled here: Lightning's generic mid-epoch warning does not apply
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+
     def _loader(self, ds: AtomsDataset, shuffle: bool) -> torch.utils.data.DataLoader:
         world, rank = self._ranks()
         connector = getattr(getattr(self, "trainer", None), "_accelerator_connector", None)
@@ -198,6 +216,9 @@ class AtomsDataModule(lightning.LightningDataModule):
         else:
             sampler = StructureBatchSampler(len(ds), self.batch_size, shuffle=shuffle, seed=self.shuffle_seed,
                                             num_replicas=world, rank=rank)
+        if shuffle and getattr(self, "_resume_position", None):
+            sampler.skip_once(*self._resume_position)
+            self._resume_position = None
         return torch.utils.data.DataLoader(
             ds, batch_sampler=sampler, collate_fn=Collater(self.dtype), num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
