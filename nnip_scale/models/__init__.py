@@ -1,6 +1,7 @@
 """Interatomic-potential backbones: plain ``nn.Module``s, batch dict in, energy/forces out."""
 
 from nnip_scale.models.base import PotentialModel
+from nnip_scale.models.egnn import MCEGNN
 from nnip_scale.models.mpnn import MPNN
 
-__all__ = ["MPNN", "PotentialModel"]
+__all__ = ["MCEGNN", "MPNN", "PotentialModel"]
