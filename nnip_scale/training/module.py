@@ -3,6 +3,7 @@
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
@@ -10,7 +11,9 @@ from nnip_scale.training.callbacks import ThroughputLogger
 from nnip_scale.training.ledger import ComputeLedger
 from nnip_scale.training.loss import EnergyForceLoss, LossName
 from nnip_scale.training.metrics import EnergyForceMetrics
+from nnip_scale.training.mup import apply_mup_init, classify_parameters, lr_scales
 from nnip_scale.training.optim import OptimizerName, build_optimizer, is_schedule_free
+from nnip_scale.training.symmetry import random_rotate_batch, rotation_seed
 
 
 class NNIPModule(L.LightningModule):
@@ -29,6 +32,16 @@ class NNIPModule(L.LightningModule):
         betas: Adam betas.
         warmup_steps: LR warmup steps (both optimizers).
         min_lr_ratio: final LR / peak LR of the cosine schedule (``adamw`` only).
+        mup_base_width: μP (docs/mup.md): ``lr`` is the LR tuned at this backbone width and is
+            transferred to the backbone's width (hidden/output matrices get lr·fan_in_base/fan_in,
+            output weights a μP init); ``None``: standard parametrisation.
+        symmetry_loss_copies: M, the number of Haar-rotated copies in the symmetry loss
+            L_sym = (1/M)·Σ_m L(model(R_m x), R_m y) (0 = off; paper: 5). Each copy costs one more
+            training step of compute (counted by the ledger).
+        symmetry_loss_weight: λ of the total training loss L + λ·L_sym (paper: 1).
+        rotation_augmentation: rotate every training structure by a Haar-random rotation.
+        rotation_seed: seed of the rotations (with the global step and rank: a resumed run draws
+            the same ones).
     """
 
     def __init__(
@@ -45,10 +58,28 @@ class NNIPModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.01,
+        mup_base_width: int | None = None,
+        symmetry_loss_copies: int = 0,
+        symmetry_loss_weight: float = 1.0,
+        rotation_augmentation: bool = False,
+        rotation_seed: int = 0,
     ):
         super().__init__()
+        if symmetry_loss_copies < 0:
+            raise ValueError(f"symmetry_loss_copies must be >= 0 (0 = off), got {symmetry_loss_copies}")
+        if symmetry_loss_weight < 0:
+            raise ValueError(f"symmetry_loss_weight must be >= 0, got {symmetry_loss_weight}")
+        if mup_base_width is not None and mup_base_width < 1:
+            raise ValueError(f"mup_base_width must be a positive width or null, got {mup_base_width}")
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
+        self.mup_roles = None
+        if mup_base_width is not None:
+            # Rescale the output layers of a fresh backbone once, here: weights restored from a
+            # checkpoint are loaded after construction and are never rescaled. A backbone that
+            # already holds training statistics was trained or restored: only classify it.
+            fresh = not bool(getattr(backbone, "statistics_set", False))
+            self.mup_roles = (apply_mup_init if fresh else classify_parameters)(backbone, mup_base_width)
         self.loss_fn = EnergyForceLoss(loss, energy_weight, force_weight, stress_weight, huber_delta)
         self.val_metrics = EnergyForceMetrics()
         self.test_metrics = EnergyForceMetrics()
@@ -77,7 +108,24 @@ class NNIPModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if hasattr(self.backbone, "count_parameters") and self.logger is not None:
             counts = self.backbone.count_parameters()
-            self.logger.log_hyperparams({**self.hparams, **counts})
+            self.logger.log_hyperparams({**self.hparams, **counts, **self.mup_summary()})
+        if self.hparams.mup_base_width is not None:
+            summary = self.mup_summary()
+            groups = ", ".join(f"{summary[k]:.3g}" for k in summary if k.endswith("_lr"))
+            rank_zero_info(f"μP: width {summary['mup/width']}, base width {summary['mup/base_width']}, "
+                           f"lr per parameter group: {groups}")
+
+    def mup_summary(self) -> dict:
+        """Width, base width and the LR of every optimizer group (``{}`` without μP)."""
+        if self.hparams.mup_base_width is None:
+            return {}
+        out = {"mup/width": int(self.backbone.init_config()["width"]), "mup/base_width": self.hparams.mup_base_width}
+        if self._trainer is not None and self.trainer.optimizers:
+            for k, g in enumerate(self.trainer.optimizers[0].param_groups):
+                out[f"mup/group{k}_lr"] = float(g["lr"])
+                out[f"mup/group{k}_lr_scale"] = float(g.get("lr_scale", 1.0))
+                out[f"mup/group{k}_n_params"] = sum(p.numel() for p in g["params"])
+        return out
 
     def configure_callbacks(self):
         """Throughput logging always; the compute ledger unless the trainer config brings its own."""
@@ -90,27 +138,46 @@ class NNIPModule(L.LightningModule):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return self.backbone(batch)
 
-    def step_terms(self, backbone: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    def step_terms(self, backbone: nn.Module, batch: dict, train: bool | None = None) -> dict[str, torch.Tensor]:
         """Everything one step computes for ``batch`` with ``backbone``: predictions and loss terms
-        (the compute ledger counts FLOPs by calling this on a reference copy of the backbone)."""
+        (the compute ledger counts FLOPs by calling this on a reference copy of the backbone).
+
+        ``train`` (default: whether autograd is on, as in the ledger's calibration calls) adds the
+        rotation augmentation and the symmetry loss: ``loss = L + λ·symmetry`` with ``symmetry``
+        the mean loss of M rotated copies; ``pred`` stays the unrotated-copy prediction."""
+        h = self.hparams
+        train = torch.is_grad_enabled() if train is None else train
+        step, rank = int(self.global_step), int(self.global_rank)
+        if train and h.rotation_augmentation:
+            batch = random_rotate_batch(batch, rotation_seed(h.rotation_seed, step, rank, stream=0))
         pred = backbone(batch)
         terms = self.loss_fn(pred, batch)
+        copies = h.symmetry_loss_copies if train else 0
+        if copies > 0:
+            sym = 0.0
+            for m in range(copies):
+                rotated = random_rotate_batch(batch, rotation_seed(h.rotation_seed, step, rank, stream=1 + m))
+                sym = sym + self.loss_fn(backbone(rotated), rotated)["loss"]
+            terms["symmetry"] = sym / copies
+            terms["loss"] = terms["loss"] + h.symmetry_loss_weight * terms["symmetry"]
         terms["pred"] = pred
         return terms
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        terms = self.step_terms(self.backbone, batch)
+        terms = self.step_terms(self.backbone, batch, train=True)
         bs = batch["n_structures"]
         self.log("train/loss", terms["loss"], prog_bar=True, batch_size=bs)
         self.log("train/energy_term", terms["energy"], batch_size=bs)
         self.log("train/force_term", terms["forces"], batch_size=bs)
         if "stress" in terms:
             self.log("train/stress_term", terms["stress"], batch_size=bs)
+        if "symmetry" in terms:
+            self.log("train/symmetry_term", terms["symmetry"], batch_size=bs)
         self.log("train/lr", self._current_lr(), batch_size=bs)
         return terms["loss"]
 
     def _eval_step(self, batch: dict, metrics: EnergyForceMetrics) -> None:
-        terms = self.step_terms(self.backbone, batch)
+        terms = self.step_terms(self.backbone, batch, train=False)
         metrics.update(terms["pred"], batch, terms["loss"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -137,15 +204,17 @@ class NNIPModule(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        scales = None if h.mup_base_width is None else lr_scales(self.backbone, h.mup_base_width)
         return build_optimizer(
-            self.backbone, h.optimizer, h.lr, h.weight_decay, tuple(h.betas), h.warmup_steps, total, h.min_lr_ratio
+            self.backbone, h.optimizer, h.lr, h.weight_decay, tuple(h.betas), h.warmup_steps, total, h.min_lr_ratio,
+            lr_scales=scales,
         )
 
     def _current_lr(self) -> float:
         if self._trainer is None or not self.trainer.optimizers:
             return float(self.hparams.lr)
-        group = self.trainer.optimizers[0].param_groups[0]
-        return float(group.get("scheduled_lr", group["lr"]))
+        group = self.trainer.optimizers[0].param_groups[0]  # η* (μP groups carry lr = η*·lr_scale)
+        return float(group.get("scheduled_lr", group["lr"])) / float(group.get("lr_scale", 1.0))
 
     # Schedule-free AdamW evaluates and checkpoints the averaged weights (optimizer.eval()) and
     # trains on the interpolated ones (optimizer.train()); switch at every boundary.

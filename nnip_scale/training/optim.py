@@ -9,23 +9,31 @@ from torch import nn
 OptimizerName = Literal["schedulefree_adamw", "adamw"]
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: matrices get ``weight_decay``; biases, norms (1-D tensors) and embedding
-    tables get none."""
-    decay, no_decay = [], []
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lr: float | None = None, lr_scales: dict[int, float] | None = None
+) -> list[dict]:
+    """Parameter groups: matrices get ``weight_decay``; biases, norms (1-D tensors) and embedding
+    tables get none. With ``lr_scales`` (``id(param) -> factor``, e.g. from
+    ``nnip_scale.training.mup.lr_scales``) each of those is further split by LR factor, and every
+    group carries ``lr_scale`` and, when ``lr`` is given, ``lr = lr * lr_scale``."""
     embedding_params = {
         id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
     }
+    buckets: dict[tuple[bool, float], list] = {}
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or id(p) in embedding_params:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        decays = not (p.ndim < 2 or id(p) in embedding_params)
+        scale = 1.0 if lr_scales is None else float(lr_scales.get(id(p), 1.0))
+        buckets.setdefault((decays, scale), []).append(p)
+    if lr_scales is None:
+        buckets.setdefault((True, 1.0), [])  # the historical layout: the decay group always first
+    groups = []
+    for (decays, scale), params in sorted(buckets.items(), key=lambda kv: (not kv[0][0], -kv[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": scale}
+        if lr is not None:
+            group["lr"] = lr * scale
+        groups.append(group)
     return groups
 
 
@@ -48,9 +56,11 @@ def build_optimizer(
     warmup_steps: int,
     total_steps: int,
     min_lr_ratio: float,
+    lr_scales: dict[int, float] | None = None,
 ):
-    """Returns what ``LightningModule.configure_optimizers`` returns."""
-    groups = parameter_groups(model, weight_decay)
+    """Returns what ``LightningModule.configure_optimizers`` returns. ``lr_scales``: per-parameter
+    factors on ``lr`` (μP; ``None``: one LR for all)."""
+    groups = parameter_groups(model, weight_decay, lr, lr_scales)
     if name == "schedulefree_adamw":
         import schedulefree
 
