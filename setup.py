@@ -125,11 +125,12 @@ setup(
         "matplotlib",
         "tqdm",
         "pyyaml",
+        "cuequivariance>=0.13",  # irreps / Clebsch–Gordan / product-basis descriptors (pure Python; MACE)
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "cuequivariance-torch>=0.13", "opt-einsum-fx"],  # cueq parity tests
         "pyg": ["torch-scatter", "torch-cluster"],
-        "cueq": ["cuequivariance", "cuequivariance-torch", "opt-einsum-fx"],
+        "cueq": ["cuequivariance-torch>=0.13", "opt-einsum-fx"],
     },
     zip_safe=False,
 )

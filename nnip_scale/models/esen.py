@@ -1,0 +1,190 @@
+"""eSEN-style SO(3)-equivariant network: spherical-tensor features and SO(2) convolutions in the edge frame.
+
+The top of the symmetry staircase (eSCN, Passaro & Zitnick 2023; eSEN, Fu et al. 2025). Each atom
+carries x_i ∈ R^{K×W}, K = (L+1)² real spherical-harmonic components (ℓ = 0..L, order of
+``nnip_scale.nn.wigner``) of W channels; x starts as the element embedding in ℓ = 0 plus an
+edge-degree embedding Σ_j u(d)·D_ijᵀ ψ(rbf(d), Z_i, Z_j)/⟨n⟩ (ψ in the m = 0 rows), which
+populates every degree before the first block.
+With r_ij = pos_j − pos_i (+ periodic shift), d = |r_ij|, R_ij the rotation taking r̂_ij to ẑ
+(``edge_rotation``), D_ij its Wigner-D restricted to the |m| ≤ M rows, u(d) the envelope, each
+block does (pre-norm residual):
+
+    h      = LN(x)
+    e_ij   = D_ij [h_i ‖ h_j]                                  edge frame, |m| ≤ M   [R, 2W]
+    (y, g) = SO2Conv₁(e_ij ⊙ ρ(d))                             ρ: radial MLP of rbf(d)
+    y      = SO2Conv₂(gate(y, g))                               SiLU on ℓ=0, σ(g) on ℓ>0
+    x_i   ← x_i + Σ_j u(d)·D_ijᵀ y / ⟨n⟩                        rotate back + scatter_sum
+    x_i   ← x_i + Lin₂(gate(Lin₁(LN(x_i))))                     per-degree feed-forward
+
+SO2Conv mixes (ℓ, channel) for each |m| separately (m > 0 as the complex pair of ±m), so it
+commutes with rotations about the edge axis; the roll the edge frame leaves free therefore
+cancels and E is rotation invariant, x rotation equivariant. Heads: ε_i = MLP(h_i^{ℓ=0},
+‖h_i^{ℓ,c}‖² for ℓ ≥ 1) with h = LN(x) (the invariant norms keep every weight of the last block
+in the energy's graph, which conservative forces need);
+direct forces F_i = σ_F·Σ_c w_c LN(x_i)_{ℓ=1,c}, mapped from the (y, z, x) order of the ℓ = 1
+harmonics to Cartesian (x, y, z). **SO(3) only**: the complex-pair couplings and gates carry no
+parity, so mirror images are not treated alike (tested).
+"""
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnip_scale.models.base import ForceMode, PotentialModel
+from nnip_scale.nn import MLP, BesselBasis, PolynomialEnvelope
+from nnip_scale.nn.so3 import SO2Convolution, SO3LayerNorm, SO3Linear, gate
+from nnip_scale.nn.wigner import MAX_DEGREE, edge_rotation, num_components, wigner_d, wigner_projector
+from nnip_scale.ops import so2_layout, so2_rotate_in, so2_rotate_out_scatter
+
+#: ℓ = 1 rows are (y, z, x): Cartesian (x, y, z) = rows (2, 0, 1) of the ℓ = 1 block
+_L1_TO_XYZ = [2, 0, 1]
+
+
+class ESENBlock(nn.Module):
+    """One eSEN block (module docstring): x [A, K, W] -> x [A, K, W]."""
+
+    def __init__(self, lmax: int, mmax: int, width: int, num_radial: int, backend: str):
+        super().__init__()
+        self.lmax, self.width, self.backend = lmax, width, backend
+        rows = so2_layout(lmax, mmax)
+        self.n_positive = sum(1 for _, m in rows if m >= 0)
+        self.norm_edge = SO3LayerNorm(lmax, width)
+        self.radial = MLP([num_radial, width, self.n_positive * 2 * width])
+        self.conv1 = SO2Convolution(lmax, mmax, 2 * width, width, n_extra=lmax * width, backend=backend)
+        self.conv2 = SO2Convolution(lmax, mmax, width, width, backend=backend)
+        self.norm_ffn = SO3LayerNorm(lmax, width)
+        self.ffn_in = SO3Linear(lmax, width, width, n_extra=lmax * width)
+        self.ffn_out = SO3Linear(lmax, width, width)
+        # the radial factor of an m < 0 row is that of its +m row: index into the m ≥ 0 rows
+        positive = {row: k for k, row in enumerate(r for r in rows if r[1] >= 0)}
+        self.register_buffer(
+            "radial_rows", torch.tensor([positive[(ell, abs(m))] for ell, m in rows]), persistent=False
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        wigner: torch.Tensor,
+        edge_index: torch.Tensor,
+        rbf: torch.Tensor,
+        envelope: torch.Tensor,
+        inv_avg_neighbors: torch.Tensor,
+    ) -> torch.Tensor:
+        """x [A,K,W]; wigner [E,R,K] (edge-frame rows); rbf [E,num_radial]; envelope [E]."""
+        i, j = edge_index[0], edge_index[1]
+        n_edges, w = rbf.shape[0], self.width
+        e = so2_rotate_in(self.norm_edge(x), wigner, i, j, backend=self.backend)  # [E, R, 2W]
+        rho = self.radial(rbf).view(n_edges, self.n_positive, 2 * w)
+        y, g = self.conv1(e, rho)
+        y, _ = self.conv2(gate(y, g, self.conv1.row_degree), None)
+        y = y * envelope.view(-1, 1, 1)
+        agg = so2_rotate_out_scatter(y, wigner, i, x.shape[0], backend=self.backend)
+        x = x + agg * inv_avg_neighbors
+        h, g = self.ffn_in(self.norm_ffn(x))
+        out, _ = self.ffn_out(gate(h, g, self.ffn_in.row_degree))
+        return x + out
+
+
+class ESEN(PotentialModel):
+    """eSEN-style SO(3)-equivariant potential with SO(2) edge convolutions.
+
+    Args:
+        width: channels W per spherical component (the size knob of the scaling study).
+        depth: number of blocks.
+        lmax: largest degree L of the atom features (1..6).
+        mmax: largest |m| kept in the edge frame (0..lmax).
+        cutoff: radial cutoff (Å).
+        num_radial: number of Bessel radial basis functions.
+        envelope_order: order p of the polynomial cutoff envelope.
+        max_atomic_number: size of the element table.
+        forces: ``"direct"`` (linear map of the ℓ = 1 channels) or ``"conservative"`` (−∂E/∂r).
+        compute_stress: return stress for periodic structures (conservative only).
+        backend: ``nnip_scale.ops`` backend of the edge ops (auto|torch|native|pyg|cueq).
+    """
+
+    def __init__(
+        self,
+        width: int = 32,
+        depth: int = 2,
+        lmax: int = 2,
+        mmax: int = 1,
+        cutoff: float = 5.0,
+        num_radial: int = 16,
+        envelope_order: int = 6,
+        max_atomic_number: int = 100,
+        forces: ForceMode = "direct",
+        compute_stress: bool = False,
+        backend: str = "auto",
+    ):
+        super().__init__(
+            cutoff=cutoff,
+            max_atomic_number=max_atomic_number,
+            forces=forces,
+            compute_stress=compute_stress,
+            backend=backend,
+        )
+        if width < 1 or depth < 1:
+            raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
+        if not isinstance(lmax, int) or not 1 <= lmax <= MAX_DEGREE:
+            raise ValueError(f"lmax must be an int in 1..{MAX_DEGREE}, got {lmax!r}")
+        if not isinstance(mmax, int) or not 0 <= mmax <= lmax:
+            raise ValueError(f"mmax must be an int in 0..lmax={lmax}, got {mmax!r}")
+        self.width, self.depth, self.lmax, self.mmax = width, depth, lmax, mmax
+        self.num_radial, self.envelope_order = num_radial, envelope_order
+        self.embedding = nn.Embedding(self.max_atomic_number + 1, width)
+        self.radial = BesselBasis(cutoff, num_radial)
+        self.envelope = PolynomialEnvelope(cutoff, envelope_order)
+        self.degree_embedding = MLP([num_radial + 2 * width, width, (lmax + 1) * width])
+        self.blocks = nn.ModuleList(ESENBlock(lmax, mmax, width, num_radial, backend) for _ in range(depth))
+        self.norm_out = SO3LayerNorm(lmax, width)
+        self.energy_head = MLP([(lmax + 1) * width, width, 1])
+        self.force_head = nn.Linear(width, 1, bias=False) if forces == "direct" else None
+        rows = torch.tensor([ell * ell + ell + m for ell, m in so2_layout(lmax, mmax)])
+        self.register_buffer("edge_rows", rows, persistent=False)
+        # Wigner-D constants, fp64 (cast to the input dtype in forward; see nnip_scale.nn.wigner)
+        for name, t in zip(("points", "projector", "mask"), wigner_projector(lmax)):
+            self.register_buffer(f"wigner_{name}", t, persistent=False)
+
+    def init_config(self) -> dict[str, Any]:
+        return dict(
+            width=self.width,
+            depth=self.depth,
+            lmax=self.lmax,
+            mmax=self.mmax,
+            cutoff=self.cutoff,
+            num_radial=self.num_radial,
+            envelope_order=self.envelope_order,
+            max_atomic_number=self.max_atomic_number,
+            forces=self.force_mode,
+            compute_stress=self.compute_stress,
+            backend=self.backend,
+        )
+
+    def atomic_outputs(self, batch: dict, edge_vec: torch.Tensor):
+        z = batch["atomic_numbers"]
+        dist = torch.linalg.vector_norm(edge_vec, dim=-1)
+        unit = edge_vec / dist.unsqueeze(-1)
+        projector = (self.wigner_points, self.wigner_projector, self.wigner_mask)
+        wigner = wigner_d(edge_rotation(unit), self.lmax, rows=self.edge_rows, projector=projector)  # [E,R,K]
+        rbf = self.radial(dist)
+        envelope = self.envelope(dist)
+        inv_avg = 1.0 / self.avg_num_neighbors
+        h0 = self.embedding(z)
+        x = torch.cat([h0.unsqueeze(1), h0.new_zeros(h0.shape[0], num_components(self.lmax) - 1, self.width)], 1)
+        # edge-degree embedding: m = 0 edge-frame coefficients from (rbf, Z_i, Z_j), rotated back,
+        # so every degree is populated before the first block (its m > 0 weights see signal)
+        i, j = batch["edge_index"][0], batch["edge_index"][1]
+        n0 = self.lmax + 1
+        psi = self.degree_embedding(torch.cat([rbf, h0[i], h0[j]], dim=-1)).view(-1, n0, self.width)
+        psi = psi * envelope.view(-1, 1, 1)
+        x = x + so2_rotate_out_scatter(psi, wigner[:, :n0], i, x.shape[0], backend=self.backend) * inv_avg
+        for block in self.blocks:
+            x = block(x, wigner, batch["edge_index"], rbf, envelope, inv_avg)
+        h = self.norm_out(x)
+        sq_norms = (h[:, 1:].square().transpose(1, 2) @ self.norm_out.degree_onehot).transpose(1, 2)  # [A, L, W]
+        energy = self.energy_head(torch.cat([h[:, 0], sq_norms.flatten(1)], dim=-1)).squeeze(-1)
+        forces = None
+        if self.force_head is not None:
+            forces = self.force_head(h[:, 1:4]).squeeze(-1)[:, _L1_TO_XYZ]  # (y, z, x) -> (x, y, z)
+        return energy, forces

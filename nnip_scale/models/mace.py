@@ -1,0 +1,225 @@
+"""MACE (Batatia et al. 2022): the many-body axis of the symmetry staircase, body order ν = correlation + 1.
+
+Each atom carries C channels of natural-parity O(3) irreps ℓ = 0..max_ell, layout [A, D, C]
+(``nnip_scale.nn.irreps``). With r_ij = r_j − r_i (+ periodic shift), d = |r_ij|, r̂ = r_ij/d,
+Y(r̂) the spherical harmonics ℓ = 0..sh_max_ell and u(d) the cutoff envelope, one interaction is
+
+    h̃_j   = Linear_up(h_j)                                               (per ℓ, C → C)
+    R_ij  = MLP(rbf(d)) · u(d)                                           [P paths × C]
+    A_i   = Σ_j R_ij ⊙ (h̃_j ⊗ Y(r̂_ij)) / ⟨n⟩                            (channel-wise TP, one scatter)
+    A'_i  = Linear(A_i)                                                  (per ℓ ≤ sh_max_ell: n_ℓ·C → C)
+    B_i   = Σ_{ν'=1..correlation} W^{ν'}_{Z_i} · (A'_i)^{⊗ν'}                 (ACE symmetric contraction)
+    h_i  ← Linear_post(B_i) + Linear_skip(h_i)                         (no skip in the first layer)
+    ε_i  += Linear(h_i^{ℓ=0})  (last layer: MLP(h_i^{ℓ=0}), hidden ``readout_hidden``)
+
+The Clebsch–Gordan and product-basis coefficients are cuequivariance descriptors; the hot ops
+run through ``nnip_scale.ops`` (torch reference or cuequivariance-torch, same parameters).
+The element-dependent contraction weights W_Z exist for the chemical elements listed in
+``elements`` (default: all 1..max_atomic_number), as MACE has one weight set per element.
+
+Direct forces: max_ell ≥ 1: F_i = Σ_c w_c h_i^{ℓ=1, c} (the last layer keeps its 1o channels);
+max_ell = 0 (the invariant 4-body model): no vector features exist, so the equivariant edge head
+F_i = Σ_j φ(h_i, h_j, rbf(d)) · u(d) · r̂_ij / ⟨n⟩ on the last layer's scalars.
+All features are polar (natural parity) and all maps equivariant: E is O(3)-invariant
+(rotations and reflections), F O(3)-equivariant; translation and permutation symmetric.
+"""
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnip_scale.models.base import ForceMode, PotentialModel
+from nnip_scale.nn import MLP, BesselBasis, PolynomialEnvelope
+from nnip_scale.nn.irreps import (
+    IrrepsLinear,
+    channelwise_tp_descriptor,
+    irreps_dim,
+    spherical_harmonics_polynomial,
+    symmetric_contraction_polynomial,
+)
+from nnip_scale.ops import scatter_sum
+from nnip_scale.ops.equivariant import (
+    ChannelwiseTPPlan,
+    PolynomialPlan,
+    channelwise_tp_scatter,
+    spherical_harmonics,
+    symmetric_contraction,
+)
+
+
+class MACEInteraction(nn.Module):
+    """One MACE layer (module docstring): h [A, irreps_dim(in_ells), C] -> [A, irreps_dim(out_ells), C]."""
+
+    def __init__(
+        self,
+        in_ells: tuple[int, ...],
+        out_ells: tuple[int, ...],
+        width: int,
+        sh_max_ell: int,
+        correlation: int,
+        num_radial: int,
+        radial_hidden: int,
+        radial_layers: int,
+        n_elements: int,
+        residual: bool,
+        backend: str,
+    ):
+        super().__init__()
+        self.backend, self.width = backend, width
+        target = tuple(range(sh_max_ell + 1))
+        ctp, out_segments = channelwise_tp_descriptor(in_ells, sh_max_ell, sh_max_ell, width)
+        self.tp = ChannelwiseTPPlan(ctp)
+        self.linear_up = IrrepsLinear(in_ells, in_ells, width, width)
+        self.radial = MLP([num_radial] + [radial_hidden] * radial_layers + [self.tp.n_paths * width])
+        self.linear_message = IrrepsLinear(out_segments, target, width, width)
+        self.contraction = PolynomialPlan(
+            symmetric_contraction_polynomial(target, out_ells, width, correlation), weighted=True
+        )
+        n_w = self.contraction.n_weights
+        self.contraction_weights = nn.Parameter(torch.randn(n_elements, n_w, width) / n_w)
+        self.linear_post = IrrepsLinear(out_ells, out_ells, width, width)
+        self.skip = IrrepsLinear(in_ells, out_ells, width, width) if residual else None
+
+    def forward(self, h, sh, rbf, envelope, sender, receiver, element_slot, inv_avg_neighbors, n_atoms: int):
+        weights = (self.radial(rbf) * envelope.unsqueeze(-1)).view(rbf.shape[0], self.tp.n_paths, self.width)
+        a = channelwise_tp_scatter(
+            self.tp, weights, self.linear_up(h), sh, sender, receiver, n_atoms, backend=self.backend
+        )
+        a = self.linear_message(a * inv_avg_neighbors)
+        b = symmetric_contraction(self.contraction, a, self.contraction_weights, element_slot, backend=self.backend)
+        out = self.linear_post(b)
+        return out if self.skip is None else out + self.skip(h)
+
+
+class MACE(PotentialModel):
+    """MACE with an energy readout per layer and a direct (equivariant) or conservative force head.
+
+    Args:
+        width: channels C per irrep (the size knob of the scaling study).
+        depth: number of interactions.
+        max_ell: highest ℓ of the hidden features (0..3; 0 = the invariant 4-body model).
+        sh_max_ell: highest ℓ of the edge spherical harmonics and of the contraction input (1..3, ≥ max_ell).
+        correlation: order of the symmetric contraction (1..3); body order ν = correlation + 1.
+        cutoff: radial cutoff (Å).
+        num_radial: number of Bessel radial basis functions.
+        envelope_order: order p of the polynomial cutoff envelope.
+        radial_hidden, radial_layers: hidden width and depth of the radial MLP (fixed, not scaled).
+        readout_hidden: hidden width of the last layer's energy MLP.
+        elements: atomic numbers with their own contraction weights (None: 1..max_atomic_number).
+        max_atomic_number: size of the element embedding table.
+        forces: ``"direct"`` (equivariant force head) or ``"conservative"`` (−∂E/∂r).
+        compute_stress: return stress for periodic structures (conservative only).
+        backend: ops backend (auto|torch|cueq; native/pyg run the equivariant ops in torch).
+    """
+
+    def __init__(
+        self,
+        width: int = 32,
+        depth: int = 2,
+        max_ell: int = 1,
+        sh_max_ell: int = 3,
+        correlation: int = 3,
+        cutoff: float = 5.0,
+        num_radial: int = 8,
+        envelope_order: int = 5,
+        radial_hidden: int = 64,
+        radial_layers: int = 3,
+        readout_hidden: int = 16,
+        elements: list[int] | None = None,
+        max_atomic_number: int = 100,
+        forces: ForceMode = "direct",
+        compute_stress: bool = False,
+        backend: str = "auto",
+    ):
+        super().__init__(
+            cutoff=cutoff, max_atomic_number=max_atomic_number, forces=forces,
+            compute_stress=compute_stress, backend=backend,
+        )
+        if width < 1 or depth < 1:
+            raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
+        if not 1 <= correlation <= 3:
+            raise ValueError(f"correlation must be in 1..3 (body order 2..4), got {correlation}")
+        if not 1 <= sh_max_ell <= 3 or not 0 <= max_ell <= sh_max_ell:
+            raise ValueError(
+                f"expected 0 <= max_ell <= sh_max_ell and 1 <= sh_max_ell <= 3, got max_ell={max_ell}, sh_max_ell={sh_max_ell}"
+            )
+        zs = list(range(1, self.max_atomic_number + 1)) if elements is None else sorted({int(z) for z in elements})
+        bad = [z for z in zs if not 1 <= z <= self.max_atomic_number]
+        if not zs or bad:
+            raise ValueError(f"elements must be atomic numbers in 1..{self.max_atomic_number}, got {elements}")
+        self.elements = None if elements is None else zs
+        slot = torch.full((self.max_atomic_number + 1,), -1, dtype=torch.long)
+        slot[zs] = torch.arange(len(zs))
+        self.register_buffer("element_slot", slot, persistent=False)
+        self.width, self.depth, self.max_ell, self.sh_max_ell = width, depth, max_ell, sh_max_ell
+        self.correlation, self.num_radial, self.envelope_order = correlation, num_radial, envelope_order
+        self.radial_hidden, self.radial_layers, self.readout_hidden = radial_hidden, radial_layers, readout_hidden
+        direct_vectors = forces == "direct" and max_ell >= 1
+        hidden = tuple(range(max_ell + 1))
+        last = (0, 1) if direct_vectors else (0,)
+        self.embedding = nn.Embedding(self.max_atomic_number + 1, width)
+        self.radial_basis = BesselBasis(cutoff, num_radial)
+        self.envelope = PolynomialEnvelope(cutoff, envelope_order)
+        self.sh_plan = PolynomialPlan(spherical_harmonics_polynomial(sh_max_ell), weighted=False)
+        layers, readouts, in_ells = [], [], (0,)
+        for t in range(depth):
+            out_ells = last if t == depth - 1 else hidden
+            layers.append(MACEInteraction(
+                in_ells, out_ells, width, sh_max_ell, correlation, num_radial, radial_hidden,
+                radial_layers, len(zs), residual=t > 0, backend=backend,
+            ))
+            readouts.append(MLP([width, readout_hidden, 1]) if t == depth - 1 else nn.Linear(width, 1, bias=False))
+            in_ells = out_ells
+        self.layers, self.readouts = nn.ModuleList(layers), nn.ModuleList(readouts)
+        self.force_head = None
+        if forces == "direct":
+            if direct_vectors:
+                self.force_head = nn.Linear(width, 1, bias=False)
+            else:
+                self.force_head = MLP([2 * width + num_radial, width, 1], bias_last=False)
+
+    def init_config(self) -> dict[str, Any]:
+        return dict(
+            width=self.width, depth=self.depth, max_ell=self.max_ell, sh_max_ell=self.sh_max_ell,
+            correlation=self.correlation, cutoff=self.cutoff, num_radial=self.num_radial,
+            envelope_order=self.envelope_order, radial_hidden=self.radial_hidden,
+            radial_layers=self.radial_layers, readout_hidden=self.readout_hidden,
+            elements=None if self.elements is None else list(self.elements),
+            max_atomic_number=self.max_atomic_number, forces=self.force_mode,
+            compute_stress=self.compute_stress, backend=self.backend,
+        )
+
+    def set_statistics(self, stats: Any) -> None:
+        super().set_statistics(stats)
+        if self.elements is not None:
+            missing = sorted({int(z) for z in stats.elements} - set(self.elements))
+            if missing:
+                raise ValueError(
+                    f"the training data contains element(s) Z={missing} without MACE contraction weights; "
+                    f"expected only the configured elements {self.elements} — add them to `elements`"
+                )
+
+    def atomic_outputs(self, batch: dict, edge_vec: torch.Tensor):
+        z = batch["atomic_numbers"]
+        n_atoms: int = batch["n_atoms"]
+        receiver, sender = batch["edge_index"][0], batch["edge_index"][1]
+        dist = torch.linalg.vector_norm(edge_vec, dim=-1)
+        unit = edge_vec / dist.unsqueeze(-1)
+        sh = spherical_harmonics(self.sh_plan, unit, backend=self.backend)
+        rbf, envelope = self.radial_basis(dist), self.envelope(dist)
+        inv_avg = 1.0 / self.avg_num_neighbors
+        slot = self.element_slot[z]
+        h = self.embedding(z).unsqueeze(1)  # [A, 1 (ℓ = 0), C]
+        energy = 0.0
+        for layer, readout in zip(self.layers, self.readouts):
+            h = layer(h, sh, rbf, envelope, sender, receiver, slot, inv_avg, n_atoms)
+            energy = energy + readout(h[:, 0, :]).squeeze(-1)
+        forces = None
+        if isinstance(self.force_head, nn.Linear):
+            forces = self.force_head(h[:, 1:4, :]).squeeze(-1)  # 1o rows are (x, y, z)
+        elif self.force_head is not None:
+            s = h[:, 0, :]
+            w = self.force_head(torch.cat([s[receiver], s[sender], rbf], dim=-1)) * envelope.unsqueeze(-1)
+            forces = scatter_sum(w * unit, receiver, n_atoms, backend=self.backend) * inv_avg
+        return energy, forces

@@ -1,0 +1,332 @@
+"""Equivariant hot ops (MACE): spherical harmonics, the channel-wise tensor product with
+gather/scatter (the interaction) and the symmetric contraction (the ACE product basis).
+
+The math — which products, which Clebsch–Gordan coefficients — comes from cuequivariance
+descriptors (``cue.SegmentedPolynomial``). A *plan* compiles one descriptor into index and
+coefficient tensors: an ``nn.Module`` holding only non-persistent buffers (no parameters, nothing
+in the state_dict), so it follows ``.to()``/``.double()`` and a checkpoint does not depend on it.
+Backends: ``torch`` executes the plan with einsum/index ops (the ground truth); ``cueq`` runs the
+very same polynomial through ``cuequivariance_torch.SegmentedPolynomial`` (``method="naive"``
+on CPU, ``"uniform_1d"``/``"fused_tp"`` on CUDA); ``auto`` is ``cueq`` on CUDA when
+cuequivariance-torch is installed, else ``torch``. Weights are always passed in by the model.
+
+Layout: cuequivariance's ``ir_mul``. Features of C channels over irreps of total dimension D are
+[N, D, C] (component-major, channel inner; ``x.reshape(N, D*C)`` is the flat ir_mul layout).
+
+FLOPs: the torch reference is einsum/bmm, so ``FlopCounterMode`` counts it; the registered
+formulas give the same count from shapes (2 per multiply-add, gathers 0, scatter 1 per element).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from nnip_scale.ops.registry import OpSpec, dispatch, register_op
+from nnip_scale.ops.scatter import gather_rows, scatter_sum
+
+_CUEQ_METHODS = {"cpu": "naive"}
+
+
+def _concrete(backend: str, t: torch.Tensor) -> str:
+    if backend == "auto":
+        cuda = t.device.type == "cuda"
+        return "cueq" if cuda and importlib.util.find_spec("cuequivariance_torch") else "torch"
+    if backend == "cueq" and not importlib.util.find_spec("cuequivariance_torch"):
+        raise RuntimeError(
+            "nnip_scale.ops: backend='cueq' needs cuequivariance-torch, which is not installed; "
+            "install it with `pip install 'nnip-scale[cueq]'` or use backend='auto'/'torch'"
+        )
+    return backend if backend in ("torch", "cueq") else "torch"  # native/pyg: no equivariant kernels
+
+
+_CUEQ_MODULES: dict[tuple, tuple] = {}
+
+
+class _CueqCache:
+    """Lazily built ``cuequivariance_torch.SegmentedPolynomial`` per (polynomial, device, dtype),
+    shared process-wide (building one takes seconds) and kept off the module tree, so it never
+    enters a state_dict."""
+
+    def __init__(self, polynomial, cuda_method: str):
+        self.polynomial, self.cuda_method = polynomial, cuda_method
+
+    def get(self, t: torch.Tensor):
+        key = (id(self.polynomial), t.device, t.dtype)
+        if key not in _CUEQ_MODULES:
+            import cuequivariance_torch as cuet
+
+            method = _CUEQ_METHODS.get(t.device.type, self.cuda_method)
+            math = t.dtype if method == "naive" or t.dtype in (torch.float32, torch.float64) else torch.float32
+            module = cuet.SegmentedPolynomial(self.polynomial, method=method, math_dtype=math).to(t.device)
+            _CUEQ_MODULES[key] = (self.polynomial, module)  # the polynomial is kept alive: its id stays unique
+        return _CUEQ_MODULES[key][1]
+
+
+class _Plan(nn.Module):
+    """Base of the compiled plans: only non-persistent buffers. Floating tables stay float64 on
+    every ``.to()``/``.float()``/``.double()`` (only their device follows), so a model built in
+    fp32 and moved to fp64 keeps exact coefficients; ``table(name, dtype)`` casts on use."""
+
+    def _apply(self, fn, recurse=True):
+        for name, buf in self._buffers.items():
+            if buf is not None:
+                moved = fn(buf)
+                self._buffers[name] = buf.to(device=moved.device, dtype=torch.float64) if buf.is_floating_point() else moved
+        return self
+
+    def table(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        return getattr(self, name).to(dtype)
+
+
+# ============================================================================ polynomial of one input
+class PolynomialPlan(_Plan):
+    """Compiled polynomial of one input x with at most one weight operand (``weighted``):
+    out[k]_u = Σ_paths c · w[s0]_u · x[s1]_u ⋯ x[sν]_u, each x segment one scalar component
+    (times a channel mode u for the symmetric contraction; none for spherical harmonics).
+
+    Torch execution: the distinct monomials x_{s1}⋯x_{sν} (sorted index tuples, built degree by
+    degree from their prefixes), then one dense matmul with S[row, monomial] (the summed path
+    coefficients; row = (weight segment, output component)), then the weights and one matmul
+    with the 0/1 map row → output component."""
+
+    def __init__(self, polynomial, weighted: bool):
+        super().__init__()
+        self.polynomial, self.weighted = polynomial, bool(weighted)
+        n_in = 2 if weighted else 1
+        if polynomial.num_inputs != n_in or polynomial.num_outputs != 1:
+            raise ValueError(f"PolynomialPlan: expected {n_in} input(s) and 1 output, got {polynomial}")
+        x_op, out_op = n_in - 1, n_in
+        self.n_x = polynomial.inputs[x_op].num_segments
+        self.n_out = polynomial.outputs[0].num_segments
+        self.n_weights = polynomial.inputs[0].num_segments if weighted else 0
+        terms: dict[tuple, dict[tuple, float]] = defaultdict(lambda: defaultdict(float))
+        for op, stp in polynomial.operations:
+            for path in stp.paths:
+                c = path.coefficients
+                if c.size != 1:
+                    raise ValueError(f"PolynomialPlan: expected scalar path coefficients, got {c.shape}")
+                w, xs, k = None, [], None
+                for buf, seg in zip(op.buffers, path.indices):
+                    if buf == x_op:
+                        xs.append(seg)
+                    elif buf == out_op:
+                        k = seg
+                    else:
+                        w = seg
+                row = (w, k) if weighted else (k,)
+                terms[row][tuple(sorted(xs))] += float(c.reshape(()))
+        degree = max((len(m) for t in terms.values() for m in t), default=0)
+        levels: list[list[tuple]] = [[()], [(m,) for m in range(self.n_x)]]
+        needed = {m for t in terms.values() for m in t}
+        for d in range(degree, 1, -1):  # every prefix of a needed monomial is needed
+            needed |= {m[:-1] for m in needed if len(m) == d}
+        for d in range(2, degree + 1):
+            levels.append(sorted(m for m in needed if len(m) == d))
+        pos1 = {m: i for i, m in enumerate(levels[1])}
+        for d in range(2, degree + 1):
+            prev = {m: i for i, m in enumerate(levels[d - 1])}
+            self.register_buffer(f"prefix{d}", torch.tensor([prev[m[:-1]] for m in levels[d]], dtype=torch.long), persistent=False)
+            self.register_buffer(f"last{d}", torch.tensor([pos1[(m[-1],)] for m in levels[d]], dtype=torch.long), persistent=False)
+        self.degree = degree
+        self.has_constant = () in needed
+        order = ([()] if self.has_constant else []) + [m for lev in levels[1:] for m in lev]
+        col = {m: i for i, m in enumerate(order)}
+        rows = sorted(terms, key=lambda r: tuple(-1 if v is None else v for v in r))
+        if not weighted:
+            rows = [(k,) for k in range(self.n_out)]
+        s = torch.zeros(len(rows), len(order), dtype=torch.float64)
+        for r, row in enumerate(rows):
+            for m, c in terms.get(row, {}).items():
+                s[r, col[m]] += c
+        self.register_buffer("coeffs", s, persistent=False)
+        if weighted:
+            sel = torch.zeros(len(rows), self.n_out, dtype=torch.float64)
+            sel[torch.arange(len(rows)), torch.tensor([k for _, k in rows])] = 1.0
+            self.register_buffer("row_to_out", sel, persistent=False)
+            self.register_buffer("row_weight", torch.tensor([w for w, _ in rows], dtype=torch.long), persistent=False)
+        self.n_rows, self.n_monomials = len(rows), len(order)
+        self.cueq = _CueqCache(polynomial, "uniform_1d")
+
+    def monomials(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, M, C] -> the distinct monomials [N, Q, C] in the column order of ``coeffs``."""
+        parts = [x.new_ones(x.shape[0], 1, x.shape[2])] if self.has_constant else []
+        level = x
+        parts.append(x)
+        for d in range(2, self.degree + 1):
+            level = level.index_select(1, getattr(self, f"prefix{d}")) * x.index_select(1, getattr(self, f"last{d}"))
+            parts.append(level)
+        return torch.cat(parts, dim=1)
+
+
+def _sh_torch(plan: PolynomialPlan, vectors: torch.Tensor) -> torch.Tensor:
+    mono = plan.monomials(vectors.unsqueeze(-1)).squeeze(-1)  # [E, Q]
+    return mono @ plan.table("coeffs", mono.dtype).T
+
+
+def _sh_cueq(plan: PolynomialPlan, vectors: torch.Tensor) -> torch.Tensor:
+    return plan.cueq.get(vectors)([vectors])[0]
+
+
+def _sc_torch(plan: PolynomialPlan, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    basis = torch.einsum("jq,nqc->njc", plan.table("coeffs", x.dtype), plan.monomials(x))  # [N, rows, C]
+    w = weights.index_select(1, plan.row_weight).index_select(0, index)  # [N, rows, C]
+    return torch.einsum("jk,njc->nkc", plan.table("row_to_out", x.dtype), w * basis)
+
+
+def _sc_cueq(plan: PolynomialPlan, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    n, c = x.shape[0], x.shape[2]
+    out = plan.cueq.get(x)([weights.reshape(weights.shape[0], -1), x.reshape(n, -1)], input_indices={0: index})[0]
+    return out.reshape(n, plan.n_out, c)
+
+
+def spherical_harmonics_flops(plan, vectors_shape) -> int:
+    return 2 * int(vectors_shape[0]) * plan.n_rows * plan.n_monomials
+
+
+def symmetric_contraction_flops(plan, x_shape, weights_shape=None, index_shape=None) -> int:
+    n, c = int(x_shape[0]), int(x_shape[2])
+    return 2 * n * c * plan.n_rows * (plan.n_monomials + plan.n_out)
+
+
+# ============================================================================ channel-wise TP
+class ChannelwiseTPPlan(_Plan):
+    """Compiled channel-wise tensor product ``uv,iu,jv,kuv+ijk`` (v = 1): weights [E, P, C]
+    (one per path and channel), node features x [A, I, C], edge attributes (spherical harmonics)
+    sh [E, J] -> one output segment per path, [A, K, C] after the scatter onto receivers.
+
+    Torch execution groups the paths by their x segment s: A_s = sh·CG_s [E, d_s, K_s] (channel
+    independent), then one bmm per s with the gathered x_j, the per-path weights, one scatter."""
+
+    def __init__(self, polynomial):
+        super().__init__()
+        self.polynomial = polynomial
+        if polynomial.num_inputs != 3 or len(polynomial.operations) != 1:
+            raise ValueError(f"ChannelwiseTPPlan: expected a 3-input, 1-operation polynomial, got {polynomial}")
+        op, stp = polynomial.operations[0]
+        if stp.subscripts != "uv,iu,jv,kuv+ijk" or tuple(op.buffers) != (0, 1, 2, 3):
+            raise ValueError(f"ChannelwiseTPPlan: expected subscripts 'uv,iu,jv,kuv+ijk', got {stp.subscripts!r}")
+        w_op, x_op, sh_op, out_op = stp.operands
+        if any(seg[1] != 1 for seg in w_op.segments):
+            raise ValueError("ChannelwiseTPPlan: expected v = 1 (one weight per path and channel)")
+
+        def offsets(operand):
+            out, o = [], 0
+            for seg in operand.segments:
+                out.append(o)
+                o += seg[0]
+            return out, o
+
+        x_off, self.dim_x = offsets(x_op)
+        sh_off, self.dim_sh = offsets(sh_op)
+        out_off, self.dim_out = offsets(out_op)
+        self.n_paths = w_op.num_segments
+        by_x = defaultdict(list)
+        for path in stp.paths:
+            by_x[path.indices[1]].append(path)
+        self.x_slices, col_out, col_path, covered = [], [], [], []
+        for s in sorted(by_x):
+            d = x_op.segments[s][0]
+            paths = by_x[s]
+            k_total = sum(out_op.segments[p.indices[3]][0] for p in paths)
+            cg = torch.zeros(d, self.dim_sh, k_total, dtype=torch.float64)
+            col = 0
+            for p in paths:
+                wseg, _, jseg, kseg = p.indices
+                dj, dk = sh_op.segments[jseg][0], out_op.segments[kseg][0]
+                cg[:, sh_off[jseg] : sh_off[jseg] + dj, col : col + dk] = torch.as_tensor(p.coefficients)
+                col_out += range(out_off[kseg], out_off[kseg] + dk)
+                col_path += [wseg] * dk
+                covered.append(kseg)
+                col += dk
+            self.register_buffer(f"cg{len(self.x_slices)}", cg, persistent=False)
+            self.x_slices.append((x_off[s], x_off[s] + d))
+        if sorted(covered) != list(range(out_op.num_segments)):
+            raise ValueError("ChannelwiseTPPlan: expected every output segment to come from exactly one path")
+        inverse = torch.empty(self.dim_out, dtype=torch.long)
+        inverse[torch.tensor(col_out)] = torch.arange(self.dim_out)
+        self.register_buffer("out_order", inverse, persistent=False)
+        self.register_buffer("col_path", torch.tensor(col_path, dtype=torch.long), persistent=False)
+        self.flops_per_edge_channel = 2 * sum(
+            (hi - lo) * getattr(self, f"cg{g}").shape[2] for g, (lo, hi) in enumerate(self.x_slices)
+        ) + 2 * self.dim_out  # bmm + weight product + scatter-add
+        self.flops_per_edge = 2 * sum(getattr(self, f"cg{g}").numel() for g in range(len(self.x_slices)))
+        self.cueq = _CueqCache(polynomial, "uniform_1d")
+
+
+def _ctp_torch(plan, weights, x, sh, sender, receiver, n_atoms):
+    xj = gather_rows(x, sender)  # [E, I, C]
+    parts = []
+    for g, (lo, hi) in enumerate(plan.x_slices):
+        a = torch.einsum("ej,ijk->eki", sh, plan.table(f"cg{g}", sh.dtype))  # [E, K_g, d_g]
+        parts.append(torch.bmm(a, xj[:, lo:hi]))  # [E, K_g, C]
+    msg = torch.cat(parts, dim=1) * weights.index_select(1, plan.col_path)
+    return scatter_sum(msg, receiver, n_atoms).index_select(1, plan.out_order)
+
+
+def _ctp_cueq(plan, weights, x, sh, sender, receiver, n_atoms):
+    e, c = weights.shape[0], weights.shape[2]
+    out = plan.cueq.get(x)(
+        [weights.reshape(e, -1), x.reshape(x.shape[0], -1), sh],
+        input_indices={1: sender},
+        output_shapes={0: x.new_empty(n_atoms, 0)},
+        output_indices={0: receiver},
+    )[0]
+    return out.reshape(n_atoms, plan.dim_out, c)
+
+
+def channelwise_tp_flops(plan, weights_shape, x_shape, sh_shape, sender_shape=None, receiver_shape=None, n_atoms=None) -> int:
+    e, c = int(weights_shape[0]), int(weights_shape[2])
+    return e * (plan.flops_per_edge + c * plan.flops_per_edge_channel) - e * c * plan.dim_out
+
+
+register_op(OpSpec("spherical_harmonics", impls={"torch": _sh_torch, "cueq": _sh_cueq}, fallback={"native": "torch", "pyg": "torch"}, flops=spherical_harmonics_flops))
+register_op(OpSpec("channelwise_tp_scatter", impls={"torch": _ctp_torch, "cueq": _ctp_cueq}, fallback={"native": "torch", "pyg": "torch"}, flops=channelwise_tp_flops))
+register_op(OpSpec("symmetric_contraction", impls={"torch": _sc_torch, "cueq": _sc_cueq}, fallback={"native": "torch", "pyg": "torch"}, flops=symmetric_contraction_flops))
+
+
+# ============================================================================ public API
+def spherical_harmonics(plan: PolynomialPlan, vectors: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Y(r̂) of unit vectors [E, 3] (x, y, z) -> [E, Σ(2ℓ+1)] (cuequivariance's component
+    normalisation: ‖Y_ℓ‖² = 2ℓ + 1)."""
+    if vectors.dim() != 2 or vectors.shape[1] != 3:
+        raise ValueError(f"nnip_scale.ops.spherical_harmonics: expected vectors [E, 3], got {tuple(vectors.shape)}")
+    return dispatch("spherical_harmonics", _concrete(backend, vectors), vectors)(plan, vectors)
+
+
+def channelwise_tp_scatter(
+    plan: ChannelwiseTPPlan,
+    weights: torch.Tensor,
+    x: torch.Tensor,
+    sh: torch.Tensor,
+    sender: torch.Tensor,
+    receiver: torch.Tensor,
+    n_atoms: int,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """The MACE interaction: out[i] = Σ_{e: receiver[e]=i} w_e ⊙ (x[sender[e]] ⊗ sh_e) per path
+    and channel. weights [E, P, C], x [A, I, C], sh [E, J] -> [n_atoms, K, C] (ir_mul)."""
+    e = sh.shape[0]
+    if weights.shape[:2] != (e, plan.n_paths) or x.shape[1] != plan.dim_x or sh.shape[1] != plan.dim_sh or weights.shape[2] != x.shape[2]:
+        raise ValueError(
+            f"nnip_scale.ops.channelwise_tp_scatter: expected weights [E={e}, P={plan.n_paths}, C], "
+            f"x [A, {plan.dim_x}, C], sh [E, {plan.dim_sh}]; got weights {tuple(weights.shape)}, "
+            f"x {tuple(x.shape)}, sh {tuple(sh.shape)}"
+        )
+    return dispatch("channelwise_tp_scatter", _concrete(backend, x), x)(plan, weights, x, sh, sender, receiver, n_atoms)
+
+
+def symmetric_contraction(
+    plan: PolynomialPlan, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor, backend: str = "auto"
+) -> torch.Tensor:
+    """ACE product basis with per-element weights: x [N, M, C] (ir_mul), weights [Z, W, C],
+    index [N] (row of ``weights`` per atom) -> [N, K, C]."""
+    if x.dim() != 3 or x.shape[1] != plan.n_x or weights.shape[1:] != (plan.n_weights, x.shape[2]):
+        raise ValueError(
+            f"nnip_scale.ops.symmetric_contraction: expected x [N, {plan.n_x}, C] and weights "
+            f"[Z, {plan.n_weights}, C]; got x {tuple(x.shape)}, weights {tuple(weights.shape)}"
+        )
+    return dispatch("symmetric_contraction", _concrete(backend, x), x)(plan, x, weights, index)
