@@ -14,14 +14,13 @@ import sys
 # large allocation, so it is set before torch is used; export THP_MEM_ALLOC_ENABLE=0 to opt out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
-
-USAGE = """usage: nnip-scale {fit,validate,test,predict,data} ...
+USAGE = """usage: nnip-scale {fit,validate,test,predict,data,study} ...
 
   fit | validate | test | predict   LightningCLI subcommands: --config FILE (repeatable), dotted
                                     overrides, e.g. nnip-scale fit --config configs/quickstart.yaml
                                     (nnip-scale fit --help lists every option)
   data                              built-in datasets: nnip-scale data --help
+  study                             a grid of runs, local or SLURM, resumable: nnip-scale study --help
 """
 
 #: Trainer defaults that differ from Lightning's. Conservative forces differentiate the energy in
@@ -37,16 +36,16 @@ TRAINER_DEFAULTS = {
 }
 
 
-class NNIPCLI(LightningCLI):
-    """LightningCLI over :class:`NNIPModule` and :class:`AtomsDataModule`."""
+def build_cli(args: list[str] | None, run: bool = True):
+    """The LightningCLI over :class:`NNIPModule` and :class:`AtomsDataModule` for ``args``
+    (``None``: ``sys.argv[1:]``). Lightning is imported here, not at module level, so that
+    ``nnip-scale data`` and ``nnip-scale study`` start in a second instead of ~10 s."""
+    from lightning.pytorch.cli import LightningCLI
 
-
-def build_cli(args: list[str], run: bool = True) -> NNIPCLI:
-    """The LightningCLI over :class:`NNIPModule` and :class:`AtomsDataModule` for ``args``."""
     from nnip_scale.data import AtomsDataModule
     from nnip_scale.training import NNIPModule
 
-    return NNIPCLI(
+    return LightningCLI(
         NNIPModule,
         AtomsDataModule,
         args=args,
@@ -65,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         from nnip_scale.data.generate.cli import main as data_main
 
         return data_main(args[1:])
-    build_cli(args)
+    if args[0] == "study":
+        from nnip_scale.scaling.study_report import write_study_report
+        from nnip_scale.study.cli import main as study_main
+
+        return study_main(args[1:], report=write_study_report)
+    # from the command line LightningCLI reads sys.argv itself (and DDP relaunches the ranks with it)
+    build_cli(None if argv is None else args)
     return 0
 
 

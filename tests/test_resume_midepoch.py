@@ -4,13 +4,9 @@ trains on: the loader skips what was already trained on instead of replaying the
 import json
 
 import lightning as L
-import numpy as np
 import pytest
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
 
+from _emt_data import write_cu_emt  # tests/_emt_data.py
 from nnip_scale.cli import build_cli
 
 
@@ -27,20 +23,7 @@ class RecordBatches(L.Callback):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume_data")
-    rng = np.random.default_rng(2)
-    frames = []
-    for g in range(8):
-        for k in range(10):
-            a = bulk("Cu", "fcc", a=3.6, cubic=True)
-            a.rattle(0.05, seed=int(rng.integers(1 << 30)))
-            a.calc = EMT()
-            e, f = a.get_potential_energy(), a.get_forces()
-            a.calc = SinglePointCalculator(a, energy=e, forces=f)
-            a.info["group"] = f"g{g}"
-            frames.append(a)
-    write(root / "cu.extxyz", frames, format="extxyz")
-    return root / "cu.extxyz"
+    return write_cu_emt(tmp_path_factory.mktemp("resume_data") / "cu.extxyz", groups=8, per_group=10, seed=2)
 
 
 def fit(data, root, record, *extra):

@@ -35,7 +35,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", required=True, help="model config YAML (repeatable)")
     p.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
     p.add_argument("--data", default="builtin:molecules-demo")
-    p.add_argument("--batches", type=int, default=4, help="validation batches to count on")
+    p.add_argument("--batches", type=int, default=8, help="batches to count on")
+    p.add_argument("--split", choices=["train", "val"], default="train",
+                   help="count on batches of this split (train: what a run's ledger measures; the validation "
+                        "molecules are fewer and can differ in neighbour density)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default="kappa")
     args = p.parse_args(argv)
@@ -55,7 +58,8 @@ def main(argv=None) -> int:
         cutoff = float(init_args.get("cutoff", 5.0))
         dm = AtomsDataModule(args.data, cutoff=cutoff, batch_size=args.batch_size, dtype="float32")
         dm.setup("fit")
-        batches = [b for _, b in zip(range(args.batches), dm.val_dataloader())]
+        loader = dm.train_dataloader() if args.split == "train" else dm.val_dataloader()
+        batches = [b for _, b in zip(range(args.batches), loader)]
         points = []
         for w in args.widths:
             model = build_model(class_path, init_args, w, dm.statistics)
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"data": args.data, "batches": args.batches, "batch_size": args.batch_size, "widths": args.widths,
+    meta = {"data": args.data, "split": args.split, "batches": args.batches, "batch_size": args.batch_size, "widths": args.widths,
             "convention": "FlopCounterMode matmul FLOPs (2 per multiply-add) + 1 per scatter-added element; "
                           "element-wise work not counted (docs/compute.md)"}
     _atomic_write(out / "kappa.json", lambda t: t.write_text(json.dumps({"meta": meta, "architectures": results}, indent=2)))

@@ -55,3 +55,19 @@ class ThroughputLogger(L.Callback):
         # validation time is not data wait: restart the window afterwards
         self._reset()
         self._last_end = None
+
+
+class ValidateAtEnd(L.Callback):
+    """Validate after the last training batch of the run, so the learning curve (and the compute
+    ledger) ends at the full data budget. Lightning validates every ``val_check_interval`` batches
+    only; when that does not divide the epoch, the last batches would otherwise go unmeasured.
+    It asks the loop to stop after the final batch (which it does anyway): Lightning then runs
+    its end-of-training validation, and a ``ModelCheckpoint`` saves after it."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        last_step = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        max_epochs = trainer.max_epochs
+        last_epoch = max_epochs is not None and max_epochs > 0 and trainer.current_epoch >= max_epochs - 1
+        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if last_step or (last_epoch and last_batch):
+            trainer.should_stop = True

@@ -1,0 +1,155 @@
+"""A study's ``report.md``: the grid it trained, what each run cost, and the fitted scaling laws.
+
+Called by ``nnip-scale study`` when every run has finished (and by ``--report-only``). It reads each
+run's compute ledger, fits the laws with :func:`nnip_scale.scaling.write_report` (the same code as
+``tools/fit_scaling_laws.py``, figures included) into ``<study>/report/`` and writes
+``<study>/report.md`` atomically. A law that the grid cannot support (too few runs or points) is
+reported with its reason instead of failing the study.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+#: options of the study file's ``report:`` section and their defaults (passed to write_report)
+REPORT_OPTIONS = {"drop_first": 0.05, "ema": None, "n_boot": 200, "seed": 0, "budget_flops": None, "fix_linf": None}
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Ledger rows; a torn last line (a crash mid-write) is ignored."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def _fmt(x, spec=".3g") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return format(x, spec)
+
+
+def _machine() -> str:
+    """Machine line for the report; no torch import (the scaling package stays torch-free)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tv = version("torch")
+    except PackageNotFoundError:  # pragma: no cover
+        tv = "not installed"
+    return f"{platform.machine()}, {os.cpu_count()} CPU threads; torch {tv}"
+
+
+def grid_table(study, finals: dict) -> list[str]:
+    """One line per run: size, data seen, measured cost and the final validation metrics."""
+    lines = [
+        "| run | arch | width | N | LR η* (base width) | atoms seen | structures | train FLOPs | C/(N·D) | wall (s) "
+        "| val loss | force MAE (eV/Å) | energy MAE (eV/atom) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in study.runs:
+        row = finals.get(run.run_id)
+        if row is None:
+            lines.append(f"| {run.run_id} | {run.arch.name} | {run.width} | – | {run.arch.lr:.3g} ({run.arch.base_width}) "
+                         "| – | – | – | – | – | not finished | – | – |")
+            continue
+        n, d, c = row.get("n_params"), row.get("atoms_seen"), row.get("flops")
+        ratio = c / (n * d) if n and d and c else None
+        lines.append(
+            f"| {run.run_id} | {run.arch.name} | {run.width} | {n:,} | {run.arch.lr:.3g} ({run.arch.base_width}) "
+            f"| {d:,} | {row.get('structures_seen', 0):,} | {_fmt(c, '.3e')} | {_fmt(ratio, '.1f')} "
+            f"| {_fmt(row.get('wall_s'), '.1f')} | {_fmt(row.get('val_loss'), '.4f')} "
+            f"| {_fmt(row.get('val_force_mae'), '.4f')} | {_fmt(row.get('val_energy_mae_per_atom'), '.4f')} |"
+        )
+    return lines
+
+
+def cost_table(study, finals: dict) -> list[str]:
+    """Per architecture: measured training FLOPs per parameter per atom seen (C/(N·D) = 3κ under
+    the paper's C = 3κND assumption) and wall-clock per atom."""
+    lines = ["| arch | runs | C/(N·D) measured (mean, min–max) | implied κ = C/(3ND) | wall µs per atom (mean) |",
+             "|---|---|---|---|---|"]
+    for arch in dict.fromkeys(r.arch.name for r in study.runs):
+        rows = [finals[r.run_id] for r in study.runs if r.arch.name == arch and r.run_id in finals]
+        ratios = [r["flops"] / (r["n_params"] * r["atoms_seen"]) for r in rows
+                  if r.get("flops") and r.get("n_params") and r.get("atoms_seen")]
+        walls = [1e6 * r["wall_s"] / r["atoms_seen"] for r in rows if r.get("wall_s") and r.get("atoms_seen")]
+        if not ratios:
+            lines.append(f"| {arch} | {len(rows)} | – | – | – |")
+            continue
+        mean = sum(ratios) / len(ratios)
+        lines.append(f"| {arch} | {len(rows)} | {mean:.1f} ({min(ratios):.1f}–{max(ratios):.1f}) | {mean / 3:.1f} "
+                     f"| {sum(walls) / len(walls):.1f} |")
+    return lines
+
+
+def write_study_report(study, log=print) -> Path:
+    """Fit the laws on the study's ledgers and write ``<study>/report.md``; returns its path."""
+    from nnip_scale.scaling.report import markdown, write_atomic, write_report
+    from nnip_scale.study import is_done, ledger_path
+
+    t0 = time.perf_counter()
+    finals, ledgers = {}, []
+    for run in study.runs:
+        path = ledger_path(run)
+        if path.is_file() and is_done(run):
+            rows = _read_rows(path)
+            if rows:
+                finals[run.run_id] = rows[-1]
+                ledgers.append(str(path))
+    options = {**REPORT_OPTIONS, **{k: v for k, v in study.report.items() if k in REPORT_OPTIONS}}
+    unknown = sorted(set(study.report) - set(REPORT_OPTIONS))
+    out = study.folder / "report"
+    fit, fit_error = {}, None
+    if ledgers:
+        try:
+            fit = write_report(ledgers, out, **options)
+        except (ValueError, RuntimeError) as err:  # ScalingInputError is a ValueError
+            fit_error = str(err)
+    else:
+        fit_error = "no finished run has a ledger yet"
+    done = sum(is_done(r) for r in study.runs)
+    lines = [
+        f"# Study `{study.name}`",
+        "",
+        f"Study file `{study.path}`; {done} of {len(study.runs)} runs finished; report written "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} on {_machine()}.",
+        f"Fit options: {json.dumps(options)}" + (f" (ignored unknown report keys: {unknown})" if unknown else ""),
+        "",
+        "## Runs (final ledger row of each)",
+        "",
+        "N: trainable parameters without the element embedding; atoms seen: D, the data tokens; train FLOPs: "
+        "measured with FlopCounterMode (2 per multiply-add, docs/compute.md); C/(N·D) is 3κ if the paper's "
+        "C = 3κND held exactly.",
+        "",
+        *grid_table(study, finals),
+        "",
+        "## Measured cost per architecture",
+        "",
+        *cost_table(study, finals),
+        "",
+        "## Fitted scaling laws (95 % bootstrap intervals over runs)",
+        "",
+    ]
+    if fit_error:
+        lines += [f"The scaling laws were not fitted: {fit_error}", ""]
+    else:
+        table = markdown(fit).splitlines()[2:]  # fit.md without its title: the same table and notes
+        lines += table + ["", "Full results: `report/fit.json`, `report/fit.md` (docs/scaling.md explains each "
+                          "column).", ""]
+        figures = sorted(p.name for p in out.glob("*.png"))
+        if figures:
+            lines += ["## Figures", ""] + [f"![{name}](report/{name})" for name in figures] + [""]
+    (study.folder).mkdir(parents=True, exist_ok=True)
+    write_atomic(study.folder / "report.md", "\n".join(lines) + "\n")
+    log(f"[study] report written in {time.perf_counter() - t0:.1f} s")
+    return study.folder / "report.md"

@@ -1,0 +1,7 @@
+"""Studies: a grid of training runs (architecture × width × data budget × seed), run locally or on
+SLURM, resumable. See docs/study.md."""
+
+from nnip_scale.study.plan import RunSpec, Study, StudyError, load_study
+from nnip_scale.study.runner import execute, is_done, ledger_path, run_local
+
+__all__ = ["RunSpec", "Study", "StudyError", "execute", "is_done", "ledger_path", "load_study", "run_local"]

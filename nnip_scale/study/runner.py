@@ -1,0 +1,248 @@
+"""Run a study's grid: locally (one after another, or several at once), resumably.
+
+Each run lives in its own folder: ``config.yaml`` (the composed LightningCLI config, saved by
+LightningCLI), ``checkpoints/last.ckpt``, ``tb/version_0/`` (TensorBoard logs and the compute
+ledger ``ledger.jsonl``) and, once finished, ``DONE.json``. Rerunning the study skips finished runs
+and resumes a killed one from its last checkpoint (the ledger drops rows past that checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from nnip_scale.study.plan import RunSpec, Study, StudyError
+
+
+def ledger_path(run: RunSpec) -> Path:
+    return run.folder / "tb" / "version_0" / "ledger.jsonl"
+
+
+def is_done(run: RunSpec) -> bool:
+    return (run.folder / "DONE.json").is_file()
+
+
+def prepare_data(study: Study, log=print) -> dict:
+    """Pre-flight, once for the whole grid: generate a missing built-in dataset, build the cache
+    and check that the largest data budget fits the training split for every seed, so a bad study
+    fails before any run starts (and parallel runs never generate the same data twice)."""
+    from nnip_scale.data import AtomsDataModule
+    from nnip_scale.data.structure import DataError
+
+    cfg = dict(study.data_config)
+    if "train" not in cfg:
+        raise StudyError(f"{study.path}: no training data: expected data.train in a base config or in overrides")
+    largest = max(r.budget_atoms for r in study.runs)
+    summary = {}
+    for seed in sorted({r.seed for r in study.runs}):
+        try:
+            dm = AtomsDataModule(**{**cfg, "subset_atoms": largest, "subset_seed": seed})
+            dm.prepare_data()
+            dm.setup("fit")
+        except TypeError as err:
+            raise StudyError(f"{study.path}: the data options {sorted(cfg)} do not fit AtomsDataModule ({err})") from err
+        except (DataError, ValueError, OSError) as err:
+            raise StudyError(f"{study.path}: data pre-flight failed for the largest budget ({largest} atoms, "
+                             f"seed {seed}): {err}") from err
+        summary = {"train_structures": len(dm.train_dataset), "largest_budget_atoms": largest,
+                   "val_structures": len(dm.val_dataset)}
+    log(f"[study] data ready: the largest budget ({largest} atoms) is {summary['train_structures']} training "
+        f"structures; {summary['val_structures']} validation structures")
+    return summary
+
+
+def _last_error(log_file: Path) -> str:
+    """The last line of a failed run's log that names an error (for the study's own output)."""
+    try:
+        lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    for ln in reversed(lines):
+        if "Error" in ln or "error:" in ln or "Exception" in ln:
+            return ln[:500]
+    return lines[-1][:500] if lines else ""
+
+
+def run_args(run: RunSpec, devices: int | None = None, nodes: int = 1) -> list[str]:
+    """The ``nnip-scale fit`` arguments of ``run``, resuming from its last checkpoint if there is
+    one. ``devices``/``nodes`` > 1 make it a DDP run (``configs/trainer/ddp.yaml`` semantics)."""
+    args = list(run.args)
+    if devices is not None:
+        args += [f"--trainer.devices={devices}", f"--trainer.num_nodes={nodes}"]
+        if devices * nodes > 1:
+            args += ["--trainer.strategy=ddp", "--trainer.use_distributed_sampler=false"]
+    last = run.folder / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        args.append(f"--ckpt_path={last}")
+    return args
+
+
+def run_command(run: RunSpec, devices: int | None = None, nodes: int = 1) -> list[str]:
+    """:func:`run_args` as a command line of its own process."""
+    return [sys.executable, "-m", "nnip_scale.cli", "fit", *run_args(run, devices, nodes)]
+
+
+def _write_done(run: RunSpec, seconds: float) -> None:
+    rows = []
+    if ledger_path(run).is_file():
+        for line in ledger_path(run).read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    summary = {"run_id": run.run_id, "arch": run.arch.name, "width": run.width, "budget_atoms": run.budget_atoms,
+               "epochs": run.epochs, "seed": run.seed, "lr": run.lr, "seconds_this_session": seconds,
+               "rows": len(rows), "final": rows[-1] if rows else None}
+    tmp = run.folder / "DONE.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, run.folder / "DONE.json")
+
+
+def _report(run: RunSpec, ok: bool, returncode: int, t0: float, log) -> bool:
+    if not ok:
+        log(f"[study] FAILED {run.run_id} (exit {returncode}): {_last_error(run.folder / 'train.log')}\n"
+            f"        full log: {run.folder / 'train.log'}")
+        return False
+    _write_done(run, time.perf_counter() - t0)
+    log(f"[study] done {run.run_id} in {time.perf_counter() - t0:.1f} s")
+    return True
+
+
+def _start(run: RunSpec, args: list[str], log) -> float:
+    run.folder.mkdir(parents=True, exist_ok=True)
+    log(f"[study] {'resume' if any(a.startswith('--ckpt_path') for a in args) else 'start'} {run.run_id}")
+    return time.perf_counter()
+
+
+def execute(run: RunSpec, env: dict | None = None, log=print, devices: int | None = None, nodes: int = 1) -> bool:
+    """Train ``run`` (or resume it) in a fresh ``nnip-scale fit`` process; True on success. Output
+    goes to ``<run>/train.log``. Used for GPU and DDP runs and SLURM array tasks."""
+    cmd = run_command(run, devices, nodes)
+    t0 = _start(run, cmd, log)
+    with open(run.folder / "train.log", "a") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    return _report(run, proc.returncode == 0, proc.returncode, t0, log)
+
+
+# --------------------------------------------------------------------------- in-process CPU workers
+# Importing torch + Lightning costs ~10 s of CPU per process on a small machine, which for the short
+# runs of a CPU study is a large share of each run. Local CPU runs therefore go to a pool of
+# long-lived worker processes (spawned, so each starts clean and pays the import once) that run
+# ``nnip-scale fit`` in-process, one run after another, with the run's output redirected to its log.
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the nnip-scale console script does
+    import torch
+
+    torch.set_num_threads(threads)
+    import nnip_scale.cli  # noqa: F401  (Lightning and the models: imported once per worker)
+
+
+def _fit_in_worker(args: list[str], log_file: str) -> int:
+    """``nnip-scale fit ARGS`` in this process, stdout and stderr (file descriptors 1 and 2, so
+    C++ and DataLoader-worker output too) appended to ``log_file``; returns an exit status."""
+    from nnip_scale.cli import main
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    rc = 1
+    with open(log_file, "a") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            main(["fit", *args])
+            rc = 0
+        except SystemExit as err:  # LightningCLI's argument errors exit
+            rc = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+            if err.code not in (None, 0) and not isinstance(err.code, int):
+                print(err.code, file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - the run failed; its traceback goes to its log
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+    return rc
+
+
+def _run_pool(todo: list[RunSpec], parallel: int, threads: int, log) -> list[tuple[RunSpec, bool]]:
+    """Run ``todo`` on ``parallel`` in-process workers, keeping all of them busy. If a worker dies
+    (killed, out of memory, a crash in C++), the runs in flight are reported as failed (rerunning the
+    study resumes them from their last checkpoint) and the rest continue on a fresh pool."""
+    results: list[tuple[RunSpec, bool]] = []
+    queue = list(todo)
+    while queue:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(threads,)) as pool:
+            running: dict[Future, tuple[RunSpec, float]] = {}
+            broken = False
+
+            def submit() -> None:
+                run = queue.pop(0)
+                args = run_args(run)
+                t0 = _start(run, args, log)
+                running[pool.submit(_fit_in_worker, args, str(run.folder / "train.log"))] = (run, t0)
+
+            while queue and len(running) < parallel:
+                submit()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    run, t0 = running.pop(fut)
+                    try:
+                        rc = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        log(f"[study] FAILED {run.run_id}: its worker process died; "
+                            f"full log: {run.folder / 'train.log'}")
+                        results.append((run, False))
+                        continue
+                    results.append((run, _report(run, rc == 0, rc, t0, log)))
+                if broken:
+                    for fut, (run, _t0) in running.items():
+                        log(f"[study] FAILED {run.run_id}: stopped with the worker pool")
+                        results.append((run, False))
+                    running.clear()
+                    break
+                while queue and len(running) < parallel:
+                    submit()
+    return results
+
+
+def run_local(study: Study, parallel: int | None = None, devices: list[str] | None = None, log=print) -> list[RunSpec]:
+    """Run every unfinished run of ``study``; ``parallel`` at once. On CPU the cores are split
+    evenly between ``parallel`` in-process workers (above); ``devices`` (e.g. GPU ids) are handed
+    out round-robin through CUDA_VISIBLE_DEVICES, one fresh process per run. Returns the runs that
+    failed."""
+    parallel = max(1, parallel or study.parallel)
+    todo = [r for r in study.runs if not is_done(r)]
+    skipped = len(study.runs) - len(todo)
+    if skipped:
+        log(f"[study] {skipped} of {len(study.runs)} runs already finished: skipped")
+    if not todo:
+        return []
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    if not devices:
+        results = _run_pool(todo, parallel, threads, log)
+    else:
+        def env_for(k: int) -> dict:
+            return {"OMP_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": str(devices[k % len(devices)])}
+
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            results = list(pool.map(lambda kr: (kr[1], execute(kr[1], env_for(kr[0]), log)), enumerate(todo)))
+    return [r for r, ok in results if not ok]
