@@ -5,9 +5,6 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk, molecule
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
 from scipy.spatial.transform import Rotation
 
 from batch_utils import FakeStats, batch_from_atoms
@@ -188,59 +185,3 @@ def test_bad_arguments_are_clear_errors():
         MCEGNN(width=8, depth=1, vector_channels=0)
     with pytest.raises(ValueError, match="width and depth must be >= 1, got width=8, depth=0"):
         MCEGNN(width=8, depth=0)
-
-
-@pytest.fixture(scope="module")
-def emt_data(tmp_path_factory):
-    """Rattled Cu/Al fcc cells (periodic, 8 atoms) labelled with EMT: 10 groups × 8 frames."""
-    path = tmp_path_factory.mktemp("emt_egnn") / "emt.extxyz"
-    rng = np.random.default_rng(0)
-    frames = []
-    for g in range(10):
-        base = bulk("Cu", "fcc", a=3.6 + 0.05 * rng.standard_normal(), cubic=True).repeat((2, 1, 1))
-        base.numbers[rng.random(len(base)) < 0.3] = 13
-        for _ in range(8):
-            a = base.copy()
-            a.rattle(0.08, seed=int(rng.integers(1 << 30)))
-            a.calc = EMT()
-            e, f = a.get_potential_energy(), a.get_forces()
-            a.calc = SinglePointCalculator(a, energy=e, forces=f)
-            a.info["group"] = f"cell{g}"
-            frames.append(a)
-    write(path, frames, format="extxyz")
-    return path
-
-
-def test_cli_fit_learns_direct_forces(emt_data, tmp_path):
-    from nnip_scale.cli import build_cli
-
-    args = [
-        "--seed_everything", "0",
-        "--model.backbone.class_path", "nnip_scale.models.egnn.MCEGNN",
-        "--model.backbone.init_args.width", "32",
-        "--model.backbone.init_args.depth", "2",
-        "--model.backbone.init_args.vector_channels", "8",
-        "--model.backbone.init_args.cutoff", "4.0",
-        "--model.backbone.init_args.forces", "direct",
-        "--model.lr", "0.005",
-        "--model.warmup_steps", "5",
-        "--data.train", str(emt_data),
-        "--data.cutoff", "4.0",
-        "--data.val_fraction", "0.2",
-        "--data.test_fraction", "0.0",
-        "--data.batch_size", "8",
-        "--data.cache_dir", str(tmp_path / "cache"),
-        "--trainer.accelerator", "cpu",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_checkpointing", "false",
-        "--trainer.log_every_n_steps", "10",
-        "--trainer.val_check_interval", "150",
-        "--trainer.check_val_every_n_epoch", "null",
-    ]
-    before = build_cli(["validate", *args])
-    mae0 = float(before.trainer.callback_metrics["val/force_mae"])
-    cli = build_cli(["fit", *args, "--trainer.max_steps", "150"])
-    mae1 = float(cli.trainer.callback_metrics["val/force_mae"])
-    assert mae1 < 0.5 * mae0, (mae0, mae1)
