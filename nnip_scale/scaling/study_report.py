@@ -21,17 +21,6 @@ from pathlib import Path
 REPORT_OPTIONS = {"drop_first": 0.05, "ema": None, "n_boot": 200, "seed": 0, "budget_flops": None, "fix_linf": None}
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """Ledger rows; a torn last line (a crash mid-write) is ignored."""
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
-
-
 def _fmt(x, spec=".3g") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -95,14 +84,14 @@ def cost_table(study, finals: dict) -> list[str]:
 def write_study_report(study, log=print) -> Path:
     """Fit the laws on the study's ledgers and write ``<study>/report.md``; returns its path."""
     from nnip_scale.scaling.report import markdown, write_atomic, write_report
-    from nnip_scale.study import is_done, ledger_path
+    from nnip_scale.study import is_done, ledger_path, ledger_rows
 
     t0 = time.perf_counter()
     finals, ledgers = {}, []
     for run in study.runs:
         path = ledger_path(run)
         if path.is_file() and is_done(run):
-            rows = _read_rows(path)
+            rows = ledger_rows(run)
             if rows:
                 finals[run.run_id] = rows[-1]
                 ledgers.append(str(path))

@@ -90,7 +90,9 @@ def run_command(run: RunSpec, devices: int | None = None, nodes: int = 1) -> lis
     return [sys.executable, "-m", "nnip_scale.cli", "fit", *run_args(run, devices, nodes)]
 
 
-def _write_done(run: RunSpec, seconds: float) -> None:
+def ledger_rows(run: RunSpec) -> list[dict]:
+    """The rows of ``run``'s compute ledger ([] if none yet); a torn last line (a crash mid-write)
+    is ignored."""
     rows = []
     if ledger_path(run).is_file():
         for line in ledger_path(run).read_text().splitlines():
@@ -98,6 +100,11 @@ def _write_done(run: RunSpec, seconds: float) -> None:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 break
+    return rows
+
+
+def _write_done(run: RunSpec, seconds: float) -> None:
+    rows = ledger_rows(run)
     summary = {"run_id": run.run_id, "arch": run.arch.name, "width": run.width, "budget_atoms": run.budget_atoms,
                "epochs": run.epochs, "seed": run.seed, "lr": run.lr, "seconds_this_session": seconds,
                "rows": len(rows), "final": rows[-1] if rows else None}
