@@ -71,13 +71,14 @@ class MACEInteraction(nn.Module):
         ctp, out_segments = channelwise_tp_descriptor(in_ells, sh_max_ell, sh_max_ell, width)
         self.tp = ChannelwiseTPPlan(ctp)
         self.linear_up = IrrepsLinear(in_ells, in_ells, width, width)
-        self.radial = MLP([num_radial] + [radial_hidden] * radial_layers + [self.tp.n_paths * width])
+        self.radial = MLP([num_radial] + [radial_hidden] * radial_layers + [self.tp.n_paths * width], unit_init=True)
         self.linear_message = IrrepsLinear(out_segments, target, width, width)
         self.contraction = PolynomialPlan(
             symmetric_contraction_polynomial(target, out_ells, width, correlation), weighted=True
         )
-        n_w = self.contraction.n_weights
-        self.contraction_weights = nn.Parameter(torch.randn(n_elements, n_w, width) / n_w)
+        n_w, std = self.contraction.n_weights, self.contraction.weight_init_std.to(torch.get_default_dtype())
+        # path-normalised: unit-variance A gives unit-variance B at init, every path alike
+        self.contraction_weights = nn.Parameter(torch.randn(n_elements, n_w, width) * std[:, None])
         self.linear_post = IrrepsLinear(out_ells, out_ells, width, width)
         self.skip = IrrepsLinear(in_ells, out_ells, width, width) if residual else None
 

@@ -20,7 +20,8 @@ formulas give the same count from shapes (2 per multiply-add, gathers 0, scatter
 from __future__ import annotations
 
 import importlib.util
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 
 import torch
 from torch import nn
@@ -149,6 +150,7 @@ class PolynomialPlan(_Plan):
             self.register_buffer("row_to_out", sel, persistent=False)
             self.register_buffer("row_weight", torch.tensor([w for w, _ in rows], dtype=torch.long), persistent=False)
         self.n_rows, self.n_monomials = len(rows), len(order)
+        self.weight_init_std = _unit_output_weight_std(terms, self.n_weights) if weighted else None
         self.cueq = _CueqCache(polynomial, "uniform_1d")
 
     def monomials(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +162,43 @@ class PolynomialPlan(_Plan):
             level = level.index_select(1, getattr(self, f"prefix{d}")) * x.index_select(1, getattr(self, f"last{d}"))
             parts.append(level)
         return torch.cat(parts, dim=1)
+
+
+def _gaussian_moment(k: int) -> float:
+    """E[z^k] for z ~ N(0, 1): 0 for odd k, (k − 1)!! for even k."""
+    return 0.0 if k % 2 else float(math.prod(range(k - 1, 0, -2)))
+
+
+def _unit_output_weight_std(terms: dict, n_weights: int) -> torch.Tensor:
+    """Per weight segment w, the init std s_w that gives every output component unit variance
+    when the input components are iid N(0, 1) ("path normalisation").
+
+    Row (w, k) is the polynomial p_wk(x) = Σ_m c_m·x^m that weight w multiplies in output k; its
+    second moment T²_wk = Σ_{m, m'} c_m c_m' E[x^m x^m'] is exact (Isserlis: a product of
+    Gaussian moments per variable). With independent zero-mean weights, Var(out_k) =
+    Σ_w s_w² T²_wk; choosing s_w² = 1 / (n_k · T²_wk), n_k the number of weight segments that
+    feed output k, makes every path contribute equally and Var(out_k) = 1. (The components of
+    one output irrep have equal T² under isotropic input, so s_w is well defined; the mean over
+    the k that w feeds is taken.)"""
+    second = {}
+    for (w, k), poly in terms.items():
+        items = list(poly.items())
+        t2 = 0.0
+        for m1, c1 in items:
+            for m2, c2 in items:
+                counts = Counter(m1) + Counter(m2)
+                t2 += c1 * c2 * math.prod(_gaussian_moment(n) for n in counts.values())
+        second[(w, k)] = t2
+    feeds = Counter(k for _, k in second)
+    per_w: dict[int, list[float]] = {}
+    for (w, k), t2 in second.items():
+        if t2 <= 0.0:
+            raise ValueError(f"polynomial path (weight {w}, output {k}) has zero second moment; cannot normalise it")
+        per_w.setdefault(w, []).append(feeds[k] * t2)
+    missing = sorted(set(range(n_weights)) - set(per_w))
+    if missing:
+        raise ValueError(f"weight segments {missing} feed no output; expected every weight to be used")
+    return torch.tensor([1.0 / math.sqrt(sum(v) / len(v)) for _, v in sorted(per_w.items())], dtype=torch.float64)
 
 
 def _sh_torch(plan: PolynomialPlan, vectors: torch.Tensor) -> torch.Tensor:
