@@ -289,3 +289,25 @@ def test_coordinate_check_mace(batch):
     for k in ("h", "dh", "dout"):
         assert abs(mu[k]) < 0.25, (k, mu)
     assert sp["dh"] > 0.6 and sp["dout"] > 1.0, sp
+
+
+def test_lr_sweep_tool_reads_any_model_config(tmp_path):
+    """tools/mup_lr_sweep.py --model-config: the backbone class and init_args come from a model
+    config (width replaced by the grid's); a config without model.backbone is a clear error."""
+    import importlib.util
+    from pathlib import Path
+
+    from nnip_scale.models import MACE
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("mup_lr_sweep", root / "tools" / "mup_lr_sweep.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cls, init, described = tool.load_backbone_spec(str(root / "configs" / "model" / "mace.yaml"))
+    assert cls is MACE and "width" not in init and init["correlation"] == 3 and "mace.yaml" in described
+    assert cls(width=4, **init).width == 4
+    assert tool.load_backbone_spec(None)[0] is MPNN
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  lr: 0.01\n")
+    with pytest.raises(SystemExit, match=r"bad\.yaml: expected a model config with model\.backbone"):
+        tool.load_backbone_spec(str(bad))
