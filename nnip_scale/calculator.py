@@ -1,5 +1,9 @@
 """An ASE calculator over a trained nnip-scale model (energy, forces; stress where the model
-computes it)."""
+computes it).
+
+Checkpoints load without running code (:mod:`nnip_scale.checkpoint`): only registered model
+classes are built, from plain-data arguments.
+"""
 
 from pathlib import Path
 
@@ -7,34 +11,11 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
+from nnip_scale.checkpoint import load_backbone
 from nnip_scale.data.neighbors import neighbor_list
 from nnip_scale.models.base import PotentialModel, element_symbol
 
-
-def load_backbone(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> PotentialModel:
-    """Rebuild the backbone saved in a Lightning checkpoint written by ``nnip-scale fit``."""
-    import importlib
-
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises several types for corrupt files
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
-    spec = ckpt.get("nnip_backbone") if isinstance(ckpt, dict) else None
-    if not spec or spec.get("init_args") is None:
-        raise ValueError(
-            f"{path}: the checkpoint does not record its backbone (key 'nnip_backbone'); expected a "
-            f"checkpoint written by nnip-scale fit"
-        )
-    module_name, _, cls_name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    model = cls(**spec["init_args"])
-    prefix = "backbone."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
-    return model.eval()
+__all__ = ["NNIPCalculator", "load_backbone"]
 
 
 class NNIPCalculator(Calculator):

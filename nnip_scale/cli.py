@@ -7,6 +7,7 @@ generates and checks the built-in datasets.
 
 import os
 import sys
+from pathlib import Path
 
 # Large CPU tensors (edge features, their gradients) are allocated fresh every step; backing them
 # with transparent huge pages avoids most first-touch page faults, which dominate the backward of
@@ -36,16 +37,39 @@ TRAINER_DEFAULTS = {
 }
 
 
+def _safe_checkpoint_cli():
+    """LightningCLI whose ``--ckpt_path`` runs no code: the file is checked by the one checkpoint
+    loader (``nnip_scale.checkpoint``) before LightningCLI parses its hyperparameters into the
+    config, and the trainer then reads it with ``weights_only=True``."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from nnip_scale.checkpoint import CheckpointError, check_checkpoint
+
+    class SafeCheckpointCLI(LightningCLI):
+        def _parse_ckpt_path(self) -> None:
+            subcommand = self.config.get("subcommand")
+            section = self.config.get(subcommand) if subcommand else None
+            ckpt_path = section.get("ckpt_path") if section is not None else None
+            if ckpt_path:
+                if section.get("weights_only") is False:
+                    raise CheckpointError(f"{ckpt_path}: --weights_only false was asked; nnip-scale reads checkpoints "
+                                          f"with weights_only=True only (loading a checkpoint must not run code)")
+                section["weights_only"] = True
+                if Path(ckpt_path).is_file():  # "last"/"best" name files Lightning wrote in this run
+                    check_checkpoint(ckpt_path, self.model_class)
+            super()._parse_ckpt_path()
+
+    return SafeCheckpointCLI
+
+
 def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI over :class:`NNIPModule` and :class:`AtomsDataModule` for ``args``
     (``None``: ``sys.argv[1:]``). Lightning is imported here, not at module level, so that
     ``nnip-scale data`` and ``nnip-scale study`` start in a second instead of ~10 s."""
-    from lightning.pytorch.cli import LightningCLI
-
     from nnip_scale.data import AtomsDataModule
     from nnip_scale.training import NNIPModule
 
-    return LightningCLI(
+    return _safe_checkpoint_cli()(
         NNIPModule,
         AtomsDataModule,
         args=args,

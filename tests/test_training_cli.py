@@ -80,7 +80,7 @@ def test_fit_learns_and_logs(emt_data, tmp_path):
         assert tag in tags, (tag, sorted(tags))
     # the checkpoint records how to rebuild the backbone
     ckpt_path = cli.trainer.checkpoint_callback.best_model_path or cli.trainer.checkpoint_callback.last_model_path
-    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt = torch.load(ckpt_path, weights_only=True)  # our checkpoints hold plain data only
     assert ckpt["nnip_backbone"]["class_path"] == "nnip_scale.models.mpnn.MPNN"
     assert ckpt["nnip_backbone"]["init_args"]["width"] == 32
     # schedule-free: the checkpoint holds the averaged (eval-mode) weights

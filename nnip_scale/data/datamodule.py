@@ -196,6 +196,10 @@ class AtomsDataModule(lightning.LightningDataModule):
         return {"train_epoch": int(trainer.current_epoch), "train_batches_done": done}
 
     def load_state_dict(self, state: dict) -> None:
+        if state and not (isinstance(state, dict) and set(state) == {"train_epoch", "train_batches_done"}
+                          and all(type(v) is int and v >= 0 for v in state.values())):
+            raise ValueError(f"checkpoint: entry AtomsDataModule = {state!r:.80}; expected "
+                             f"{{'train_epoch': int >= 0, 'train_batches_done': int >= 0}}")
         self._resume_position = (state["train_epoch"], state["train_batches_done"]) if state else None
         if self._resume_position:  # handled here: Lightning's generic mid-epoch warning does not apply
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")

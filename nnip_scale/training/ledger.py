@@ -25,6 +25,34 @@ _TOTALS = ("train_flops", "val_flops", "structures_seen", "atoms_seen", "edges_s
            "step_time_s", "data_wait_s")
 
 
+def _check_state(state) -> None:
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def fail(entry, expected):
+        raise ValueError(f"checkpoint: entry callbacks.ComputeLedger.{entry} = {_short(state, entry)}; expected {expected}")
+
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint: the ComputeLedger state is a {type(state).__name__}; expected a dict")
+    totals = state.get("totals")
+    if not isinstance(totals, dict) or set(totals) - set(_TOTALS) or not all(number(v) for v in totals.values()):
+        fail("totals", f"a dict of numbers with keys among {', '.join(_TOTALS)}")
+    for key in ("wall_s", "rows_written"):
+        if not number(state.get(key)):
+            fail(key, "a number")
+    if not (state.get("run_id") is None or isinstance(state.get("run_id"), str)):
+        fail("run_id", "a string")
+    for key in ("train_cost", "eval_cost"):
+        cost = state.get(key)
+        coef = cost.get("coefficients") if isinstance(cost, dict) else ()
+        if not isinstance(cost, dict) or not (coef is None or (isinstance(coef, list) and all(map(number, coef)))):
+            fail(key, "{'coefficients': a list of numbers or null, 'max_rel_residual': a number}")
+
+
+def _short(state, entry) -> str:
+    return repr(state.get(entry) if isinstance(state, dict) else state)[:80]
+
+
 class ComputeLedger(L.Callback):
     """Records FLOPs (measured, see ``nnip_scale.training.flops``), wall-clock, GPU-hours and data
     seen (D in atoms and structures), and writes one ledger row per validation.
@@ -62,6 +90,8 @@ class ComputeLedger(L.Callback):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore from a checkpoint: plain numbers and strings only, checked before use."""
+        _check_state(state)
         self.totals.update(state["totals"])
         self.wall_s = float(state["wall_s"])
         self.rows_written = int(state["rows_written"])

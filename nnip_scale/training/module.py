@@ -7,6 +7,7 @@ from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
+from nnip_scale.models.registry import class_path
 from nnip_scale.training.callbacks import ThroughputLogger
 from nnip_scale.training.ledger import ComputeLedger
 from nnip_scale.training.loss import EnergyForceLoss, LossName
@@ -239,7 +240,7 @@ class NNIPModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record how to rebuild the backbone, so a checkpoint loads without its YAML."""
-        cls = type(self.backbone)
+        """Record how to rebuild the backbone, so a checkpoint loads without its YAML (as plain data:
+        ``nnip_scale.checkpoint`` builds it only if the class is a registered model)."""
         init_args = self.backbone.init_config() if hasattr(self.backbone, "init_config") else None
-        checkpoint["nnip_backbone"] = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
+        checkpoint["nnip_backbone"] = {"class_path": class_path(type(self.backbone)), "init_args": init_args}
