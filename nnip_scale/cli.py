@@ -62,6 +62,28 @@ def _safe_checkpoint_cli():
     return SafeCheckpointCLI
 
 
+def _run_folder_save_config():
+    """LightningCLI's SaveConfigCallback, except that a run without a logger saves its config.yaml
+    in its own run folder (beside its ledger and checkpoints) instead of the working directory."""
+    from lightning.pytorch.cli import SaveConfigCallback
+
+    from nnip_scale.training.ledger import folder_without_logger
+
+    class RunFolderSaveConfig(SaveConfigCallback):
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            if self.already_saved or trainer.logger is not None or trainer.fast_dev_run:
+                return super().setup(trainer, pl_module, stage)
+            folder = folder_without_logger(trainer)
+            if trainer.is_global_zero:
+                folder.mkdir(parents=True, exist_ok=True)
+                self.parser.save(self.config, str(folder / self.config_filename), skip_none=False,
+                                 overwrite=self.overwrite, multifile=self.multifile)
+                self.save_config(trainer, pl_module, stage)
+                self.already_saved = True
+
+    return RunFolderSaveConfig
+
+
 def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI over :class:`NNIPModule` and :class:`AtomsDataModule` for ``args``
     (``None``: ``sys.argv[1:]``). Lightning is imported here, not at module level, so that
@@ -76,6 +98,7 @@ def build_cli(args: list[str] | None, run: bool = True):
         run=run,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
+        save_config_callback=_run_folder_save_config(),
     )
 
 

@@ -49,3 +49,33 @@ def test_nested_subsets_are_prefixes():
     assert not np.array_equal(nested_subset(train, atoms, size=10, seed=2).indices, small.indices)
     with pytest.raises(ValueError, match="not both"):
         nested_subset(train, atoms, size=3, atoms=10)
+
+
+def test_stratified_subset_covers_groups_in_proportion():
+    from nnip_scale.data import stratified_subset
+    from nnip_scale.data.structure import DataError
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(5, 60, 30)  # 30 groups (trajectories) of 5..59 frames, in file order
+    groups = np.repeat(np.arange(30), sizes)
+    atoms = np.repeat(rng.integers(3, 20, 30), sizes)  # one molecule per group: its atom count
+    idx = np.arange(len(groups)) + 1000
+    k = len(groups) // 5
+    chosen = stratified_subset(idx, groups, atoms, structures=k, seed=1)
+    assert len(chosen) == k and len(np.unique(chosen)) == k and np.isin(chosen, idx).all()
+    counts = np.bincount(groups[chosen - 1000], minlength=30)
+    assert np.all(np.abs(counts - k * sizes / sizes.sum()) < 1.0)  # each group within one frame of its share
+    # unlike the first k in file order (what limit_val_batches validates), which covers few groups
+    assert (counts > 0).sum() == 30 and len(np.unique(groups[:k])) <= 10
+    assert np.array_equal(chosen, stratified_subset(idx, groups, atoms, structures=k, seed=1))
+    assert not np.array_equal(chosen, stratified_subset(idx, groups, atoms, structures=k, seed=2))
+    # by atoms: at least the budget, each group's atoms within one structure of its share
+    budget = int(atoms.sum() // 4)
+    by_atoms = stratified_subset(idx, groups, atoms, atoms=budget, seed=0)
+    got = np.bincount(groups[by_atoms - 1000], weights=atoms[by_atoms - 1000], minlength=30)
+    share = budget * np.bincount(groups, weights=atoms) / atoms.sum()
+    per_structure = np.bincount(groups, weights=atoms) / sizes
+    assert atoms[by_atoms - 1000].sum() >= budget
+    assert np.all(np.abs(got - share) <= 2 * per_structure + 1e-9)
+    with pytest.raises(DataError, match="a validation subset of 99999 structures was asked"):
+        stratified_subset(idx, groups, atoms, structures=99999)

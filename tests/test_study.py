@@ -160,5 +160,5 @@ def test_demo_study_is_the_staircase(monkeypatch):
     for run in study.runs:
         widths.setdefault(run.arch.name, set()).add(run.width)
         assert run.mup and run.epochs == 1 and "--model.mup_base_width=" + str(run.arch.base_width) in run.args
-    assert {"mpnn", "egnn", "mace", "esen"} <= set(widths) and all(len(w) >= 4 for w in widths.values())
+    assert {"mpnn", "mcegnn", "mace_l1_nu4", "esen_l2"} <= set(widths) and all(len(w) >= 4 for w in widths.values())
     assert study.data_config["train"] == "builtin:molecules-demo"

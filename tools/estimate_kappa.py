@@ -53,8 +53,8 @@ def main(argv=None) -> int:
     from nnip_scale.training.kappa import build_model, fit_kappa, measure_point
 
     torch.manual_seed(0)
-    results, models = {}, [(_load_model_config(m), Path(m).stem) for m in args.model]
-    for (class_path, init_args), arch in models:
+    results, models = {}, [_load_model_config(m) for m in args.model]
+    for class_path, init_args in models:
         cutoff = float(init_args.get("cutoff", 5.0))
         dm = AtomsDataModule(args.data, cutoff=cutoff, batch_size=args.batch_size, dtype="float32")
         dm.setup("fit")
@@ -63,6 +63,7 @@ def main(argv=None) -> int:
         points = []
         for w in args.widths:
             model = build_model(class_path, init_args, w, dm.statistics)
+            arch = model.arch_label()  # the label the ledger and the study report use
             points.append(measure_point(arch, model, batches))
             pt = points[-1]
             print(f"{arch} width {w}: N={pt.n_params} fwd/atom={pt.fwd_flops_per_atom:.4g} κ={pt.kappa:.3f} "

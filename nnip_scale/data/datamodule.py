@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from pathlib import Path
 from typing import Literal
 
 import lightning
@@ -19,7 +20,7 @@ from .batching import AtomBudgetBatchSampler, Collater, StructureBatchSampler
 from .cache import CachedData, load_or_build
 from .dataset import AtomsDataset
 from .readers import ReaderOptions
-from .splits import Subset, nested_subset, split_by_group
+from .splits import Subset, nested_subset, split_by_group, stratified_subset
 from .stats import DatasetStatistics, compute_statistics
 from .structure import DataError
 
@@ -40,6 +41,12 @@ class AtomsDataModule(lightning.LightningDataModule):
         subset: nested training subset: int number of structures or float fraction in (0, 1].
         subset_atoms: nested training subset by number of atoms (the data tokens D).
         subset_seed: seed of the fixed permutation whose prefixes are the nested subsets.
+        val_subset: validate on this many structures of the validation split, chosen once per
+            run by a seeded draw stratified by group (every group in proportion to its size), the
+            same for every run that shares the split; None: the whole split. Use this, not
+            ``trainer.limit_val_batches`` (which takes the first batches in file order).
+        val_subset_atoms: the same, as a number of atoms (at least that many).
+        val_subset_seed: seed of the validation subset.
         batch_size: structures per batch (used when ``max_atoms_per_batch`` is None).
         max_atoms_per_batch: atom budget per batch (takes precedence over ``batch_size``).
         num_workers: DataLoader worker processes (neighbour lists are built there).
@@ -67,6 +74,9 @@ class AtomsDataModule(lightning.LightningDataModule):
         subset: int | float | None = None,
         subset_atoms: int | None = None,
         subset_seed: int = 0,
+        val_subset: int | None = None,
+        val_subset_atoms: int | None = None,
+        val_subset_seed: int = 0,
         batch_size: int = 16,
         max_atoms_per_batch: int | None = None,
         num_workers: int = 0,
@@ -88,6 +98,9 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.test_fraction = 0.0 if test is not None else float(test_fraction)
         self.split_seed, self.cutoff = split_seed, float(cutoff)
         self.subset, self.subset_atoms, self.subset_seed = subset, subset_atoms, subset_seed
+        if val_subset is not None and val_subset_atoms is not None:
+            raise ValueError("give the validation subset as val_subset (structures) or val_subset_atoms, not both")
+        self.val_subset, self.val_subset_atoms, self.val_subset_seed = val_subset, val_subset_atoms, val_subset_seed
         self.batch_size, self.max_atoms_per_batch = batch_size, max_atoms_per_batch
         self.num_workers, self.cache_dir, self.dtype = num_workers, cache_dir, dtype
         self.shuffle_seed, self.pin_memory = shuffle_seed, pin_memory
@@ -120,9 +133,15 @@ class AtomsDataModule(lightning.LightningDataModule):
                                           seed=self.subset_seed, source=data.sources[0])
         val_data = self._load(self.val_sources) if self.val_sources is not None else data
         test_data = self._load(self.test_sources) if self.test_sources is not None else data
+        if self.val_sources is not None:
+            val = np.arange(len(val_data))
+        if self.val_subset is not None or self.val_subset_atoms is not None:
+            val = stratified_subset(val, np.asarray(val_data.group_id)[val], val_data.num_atoms[val],
+                                    structures=self.val_subset, atoms=self.val_subset_atoms,
+                                    seed=self.val_subset_seed, source=f"{val_data.sources[0]} (validation split)")
         self._datasets = {
             "train": AtomsDataset(data, np.sort(self.train_subset.indices), self.cutoff),
-            "val": AtomsDataset(val_data, None if self.val_sources is not None else val, self.cutoff),
+            "val": AtomsDataset(val_data, val, self.cutoff),
             "test": AtomsDataset(test_data, None if self.test_sources is not None else test, self.cutoff),
         }
 
@@ -175,6 +194,48 @@ class AtomsDataModule(lightning.LightningDataModule):
         return {f"n_{name}_{unit}": (len(ds) if unit == "structures" else ds.n_atoms)
                 for name, ds in (("train", self.train_dataset), ("val", self.val_dataset), ("test", self.test_dataset))
                 for unit in ("structures", "atoms")}
+
+    def dataset_fingerprint(self) -> str:
+        """Content fingerprint of the training data (all of it, not the subset): atomic numbers,
+        structure sizes and energies of the cache, plus the source file names. Two machines that
+        read the same data get the same fingerprint; any relabelling or new frame changes it."""
+        if getattr(self, "_fingerprint", None) is None:
+            self.setup()
+            d = self.train_dataset.data
+            h = hashlib.sha256()
+            for arr in (d.numbers, d.atom_offsets, d.energy):
+                h.update(np.ascontiguousarray(arr).tobytes())
+            h.update(repr(sorted(Path(s).name for s in d.sources)).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def validation_identity(self, n_structures: int | None = None) -> dict:
+        """What a validation measures: the number of structures, atoms and groups and a fingerprint
+        of the chosen structures (with the split and the subset rule). ``n_structures``: only the
+        first that many were validated (``trainer.limit_val_batches``; unshuffled, file order)."""
+        ds = self.val_dataset
+        idx = ds.indices
+        limited = n_structures is not None and n_structures < len(idx)
+        if limited:
+            idx = idx[:n_structures]
+        h = hashlib.sha256(np.ascontiguousarray(idx).tobytes())
+        h.update(self.dataset_fingerprint().encode() if self.val_sources is None else b"explicit")
+        for src in ([] if self.val_sources is None else self._load(self.val_sources).sources):
+            h.update(Path(src).name.encode())
+        return {"val_set": h.hexdigest()[:16] + (f"-first{len(idx)}" if limited else ""),
+                "val_structures": int(len(idx)), "val_atoms": int(ds.data.num_atoms[idx].sum()),
+                "val_groups": int(len(np.unique(np.asarray(ds.data.group_id)[idx]))),
+                "val_selection": ("first batches (limit_val_batches)" if limited else
+                                  "stratified subset" if (self.val_subset or self.val_subset_atoms) else "whole split")}
+
+    def split_elements(self, split: str) -> set[int]:
+        """Atomic numbers present in a split (``train``, ``val``, ``test``)."""
+        ds = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
+        d = ds.data
+        chosen = np.zeros(len(d), dtype=bool)
+        chosen[ds.indices] = True
+        mask = np.repeat(chosen, d.num_atoms)
+        return set(np.unique(np.asarray(d.numbers)[mask]).tolist())
 
     # ------------------------------------------------------------------ loaders
     def _ranks(self) -> tuple[int, int]:

@@ -93,3 +93,55 @@ def nested_subset(train_indices: np.ndarray, num_atoms: np.ndarray, size: int | 
                             f"a subset size between 1 and {n} structures")
     chosen = perm[:k]
     return Subset(indices=train_indices[chosen], n_structures=k, n_atoms=int(cum[k - 1]))
+
+
+def stratified_subset(indices: np.ndarray, group_ids: np.ndarray, num_atoms: np.ndarray,
+                      structures: int | None = None, atoms: int | None = None, seed: int = 0,
+                      source: str = "<validation split>") -> np.ndarray:
+    """A seeded subset of ``indices`` whose groups are represented in proportion to their size.
+
+    ``group_ids[k]`` and ``num_atoms[k]`` belong to ``indices[k]``. Give ``structures`` (count) or
+    ``atoms`` (the subset holds at least that many atoms, the least prefix that does). Each group's
+    share is its share of the split's structures (or atoms): quotas by largest remainders (ties and
+    groups too small for a whole share resolved by a seeded draw weighted by size), and within a
+    group, frames drawn by a seeded permutation. It depends only on the split and ``seed``, so
+    every run of a study that shares the split validates on the same structures. Returns the
+    chosen indices, sorted. Asking for more than the split holds is a :class:`DataError`.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    group_ids = np.asarray(group_ids, dtype=np.int64)
+    num_atoms = np.asarray(num_atoms, dtype=np.int64)
+    if (structures is None) == (atoms is None):
+        raise ValueError("stratified_subset: give exactly one of structures= or atoms=")
+    n, total_atoms = len(indices), int(num_atoms.sum())
+    if n == 0:
+        raise DataError(source, None, "an empty split", "structures to choose a validation subset from")
+    want, total = (int(structures), n) if structures is not None else (int(atoms), total_atoms)
+    unit = "structures" if structures is not None else "atoms"
+    if not 0 < want <= total:
+        raise DataError(source, None, f"a validation subset of {want} {unit} was asked but the split holds {total}",
+                        f"a subset size between 1 and {total} {unit}")
+    rng = np.random.default_rng(seed)
+    uniq, inverse = np.unique(group_ids, return_inverse=True)
+    weight = np.bincount(inverse, weights=np.ones(n) if structures is not None else num_atoms).astype(np.float64)
+    exact = want * weight / weight.sum()
+    quota = np.floor(exact)
+    remainder = exact - quota
+    short = int(round(want - quota.sum()))
+    if short > 0:  # largest remainders first, ties broken by a seeded key
+        order = np.lexsort((rng.random(len(uniq)), -remainder))
+        quota[order[:short]] += 1
+    chosen = []
+    for g in range(len(uniq)):
+        members = np.flatnonzero(inverse == g)[rng.permutation(int((inverse == g).sum()))]
+        if structures is not None:
+            chosen.append(members[: int(quota[g])])
+        else:  # the shortest prefix of the group's frames reaching its atom quota
+            cum = np.cumsum(num_atoms[members])
+            chosen.append(members[: int(np.searchsorted(cum, quota[g], side="left")) + (1 if quota[g] > 0 else 0)])
+    picked = np.concatenate(chosen)
+    if atoms is not None and num_atoms[picked].sum() < want:  # rounding across groups: top up at random
+        rest = np.setdiff1d(np.arange(n), picked)[rng.permutation(n - len(picked))]
+        extra = np.searchsorted(np.cumsum(num_atoms[rest]), want - num_atoms[picked].sum(), side="left") + 1
+        picked = np.concatenate([picked, rest[:extra]])
+    return np.sort(indices[picked])

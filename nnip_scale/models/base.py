@@ -119,6 +119,16 @@ class PotentialModel(nn.Module, abc.ABC):
                 core += p.numel()
         return {"n_params": core, "n_params_total": total}
 
+    def arch_label(self) -> str:
+        """The architecture label a run is recorded under (ledger ``arch``, κ tool, reports): the
+        class name plus whatever tells its configurations apart (``mace_l1_nu4``, ``esen_l2``),
+        with ``_conservative`` for −∂E/∂r forces. Width and depth are not part of it: they are the
+        axes a scaling study varies within one architecture."""
+        return self.label_stem() + ("_conservative" if self.force_mode == "conservative" else "")
+
+    def label_stem(self) -> str:
+        return type(self).__name__.lower()
+
     @abc.abstractmethod
     def init_config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this model (saved in checkpoints)."""

@@ -146,6 +146,9 @@ class ESEN(PotentialModel):
         for name, t in zip(("points", "projector", "mask"), wigner_projector(lmax)):
             self.register_buffer(f"wigner_{name}", t, persistent=False)
 
+    def label_stem(self) -> str:
+        return f"esen_l{self.lmax}" + (f"_m{self.mmax}" if self.mmax != self.lmax else "")
+
     def init_config(self) -> dict[str, Any]:
         return dict(
             width=self.width,

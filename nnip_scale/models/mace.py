@@ -180,6 +180,9 @@ class MACE(PotentialModel):
             else:
                 self.force_head = MLP([2 * width + num_radial, width, 1], bias_last=False)
 
+    def label_stem(self) -> str:
+        return f"mace_l{self.max_ell}_nu{self.correlation + 1}"
+
     def init_config(self) -> dict[str, Any]:
         return dict(
             width=self.width, depth=self.depth, max_ell=self.max_ell, sh_max_ell=self.sh_max_ell,

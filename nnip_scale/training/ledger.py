@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 
 from nnip_scale.training.flops import StepCostModel, calibrate, reference_copy
@@ -40,13 +41,28 @@ def _check_state(state) -> None:
     for key in ("wall_s", "rows_written"):
         if not number(state.get(key)):
             fail(key, "a number")
-    if not (state.get("run_id") is None or isinstance(state.get("run_id"), str)):
-        fail("run_id", "a string")
+    for key in ("run_id", "path"):
+        if not (state.get(key) is None or isinstance(state.get(key), str)):
+            fail(key, "a string")
     for key in ("train_cost", "eval_cost"):
         cost = state.get(key)
         coef = cost.get("coefficients") if isinstance(cost, dict) else ()
         if not isinstance(cost, dict) or not (coef is None or (isinstance(coef, list) and all(map(number, coef)))):
             fail(key, "{'coefficients': a list of numbers or null, 'max_rel_residual': a number}")
+
+
+def folder_without_logger(trainer) -> Path:
+    """The run folder of a trainer without a logger (``logger: false``): ``<default_root_dir>/runs/
+    no_logger/version_<n>``, the first n not yet taken, chosen once per trainer, so the ledger, the
+    checkpoints and the saved config of the run land together and never in the bare working directory."""
+    folder = getattr(trainer, "_nnip_run_folder", None)
+    if folder is None:
+        root, n = Path(trainer.default_root_dir) / "runs" / "no_logger", 0
+        while (root / f"version_{n}").exists():
+            n += 1
+        folder = root / f"version_{n}"
+        trainer._nnip_run_folder = folder
+    return folder
 
 
 def _short(state, entry) -> str:
@@ -67,6 +83,10 @@ class ComputeLedger(L.Callback):
         self.path = Path(path) if path else None
         self.run_id = run_id
         self.arch = arch
+        self._explicit = {"path": path is not None, "run_id": run_id is not None}
+        self.identity: dict = {}
+        self.disabled = False
+        self._val_counts = [0, 0]  # structures, atoms validated in the current validation (this rank)
         self.totals = {k: 0 for k in _TOTALS}
         self.wall_s = 0.0
         self.rows_written = 0
@@ -87,17 +107,29 @@ class ComputeLedger(L.Callback):
             "train_cost": self.train_cost.state_dict(),
             "eval_cost": self.eval_cost.state_dict(),
             "run_id": self.run_id,
+            "path": None if self.path is None else str(self.path),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore from a checkpoint: plain numbers and strings only, checked before use."""
+        """Restore from a checkpoint: plain numbers and strings only, checked before use. A resumed
+        run keeps its run id and, when its folder is still there, continues its ledger file (a
+        plain ``fit --ckpt_path`` would otherwise start a new logger version: one run counted as
+        two by the bootstrap over runs)."""
         _check_state(state)
         self.totals.update(state["totals"])
         self.wall_s = float(state["wall_s"])
         self.rows_written = int(state["rows_written"])
         self.train_cost = StepCostModel.from_state_dict(state["train_cost"])
         self.eval_cost = StepCostModel.from_state_dict(state["eval_cost"])
-        self.run_id = self.run_id or state.get("run_id")
+        if not self._explicit["run_id"] and state.get("run_id"):
+            self.run_id = state["run_id"]
+        old_path = state.get("path")
+        if not self._explicit["path"] and old_path and Path(old_path) != self.path:
+            if Path(old_path).parent.is_dir():
+                self.path = Path(old_path)
+            else:
+                rank_zero_warn(f"resumed run {self.run_id}: its ledger folder {Path(old_path).parent} is gone; "
+                               f"its rows continue in {self.path} under the same run id")
 
     def _wall_now(self) -> float:
         if self._t_start is None:
@@ -106,14 +138,37 @@ class ComputeLedger(L.Callback):
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer, pl_module, stage: str) -> None:
+        # fast_dev_run is a smoke test: it writes no ledger (and Lightning saves no checkpoint)
+        self.disabled = bool(trainer.fast_dev_run)
+        if self.disabled:
+            return
+        logger = trainer.logger
         if self.path is None:
-            root = trainer.logger.log_dir if trainer.logger is not None and trainer.logger.log_dir else trainer.default_root_dir
-            self.path = Path(root) / "ledger.jsonl"
+            if logger is not None and logger.log_dir:
+                self.path = Path(logger.log_dir) / "ledger.jsonl"
+            else:  # no logger: a log directory of our own, never the bare working directory
+                folder = folder_without_logger(trainer)
+                self.path = folder / "ledger.jsonl"
+                for cb in trainer.checkpoint_callbacks:  # keep the checkpoints beside the ledger
+                    if getattr(cb, "dirpath", None) is None:
+                        cb.dirpath = str(folder / "checkpoints")
         if self.run_id is None:
-            lg = trainer.logger
-            self.run_id = f"{lg.name}/version_{lg.version}" if lg is not None else str(self.path.parent)
-        if self.arch is None:
-            self.arch = type(pl_module.backbone).__name__.lower()
+            if logger is not None and str(logger.name) and str(logger.version) != "":
+                self.run_id = f"{logger.name}/version_{logger.version}"
+            else:
+                self.run_id = f"{self.path.parent.parent.name}/{self.path.parent.name}"
+        identity = pl_module.run_identity() if hasattr(pl_module, "run_identity") else {}
+        self.arch = self.arch or identity.get("arch") or type(pl_module.backbone).__name__.lower()
+        dm = trainer.datamodule
+        dataset = dm.dataset_fingerprint() if hasattr(dm, "dataset_fingerprint") else None
+        self.identity = {**identity, "arch": self.arch, "dataset": dataset}
+        limit = trainer.limit_val_batches
+        whole = limit is None or (isinstance(limit, float) and limit >= 1.0)  # an int counts batches
+        if stage == "fit" and not whole:
+            rank_zero_warn(
+                f"trainer.limit_val_batches={limit}: every validation uses only the first batches of the "
+                f"validation split in file order, a biased sample of it; use data.val_subset (a seeded, "
+                f"group-stratified subset) instead. The ledger records what was validated (val_set).")
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._wall_at_start = self.wall_s
@@ -175,9 +230,14 @@ class ComputeLedger(L.Callback):
         t["edges_seen"] += batch["n_edges"]
         t["train_steps"] += 1
 
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._val_counts = [0, 0]
+
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.sanity_checking:
             return
+        self._val_counts[0] += batch["n_structures"]
+        self._val_counts[1] += batch["n_atoms"]
         if not self.eval_cost.calibrated:
             twin = reference_copy(pl_module.backbone).eval()
 
@@ -190,12 +250,18 @@ class ComputeLedger(L.Callback):
 
     # ------------------------------------------------------------------ rows
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit" or trainer.global_step <= self._last_row_step:
+        if (self.disabled or trainer.sanity_checking or trainer.state.fn != "fit"
+                or trainer.global_step <= self._last_row_step):
             return
-        keys = list(_TOTALS)
-        local = torch.tensor([float(self.totals[k]) for k in keys], dtype=torch.float64, device=pl_module.device)
+        keys = [*_TOTALS, "val_structures", "val_atoms"]
+        local = torch.tensor([float(self.totals[k]) for k in _TOTALS] + [float(c) for c in self._val_counts],
+                             dtype=torch.float64, device=pl_module.device)
         summed = trainer.strategy.reduce(local, reduce_op="sum") if trainer.world_size > 1 else local
         totals = dict(zip(keys, summed.tolist()))
+        validated = {"val_structures": int(totals["val_structures"]), "val_atoms": int(totals["val_atoms"])}
+        dm = trainer.datamodule
+        if hasattr(dm, "validation_identity"):
+            validated = {**dm.validation_identity(validated["val_structures"]), **validated}
         wall = self._wall_now()
         devices = trainer.world_size
         metrics = trainer.callback_metrics
@@ -205,9 +271,10 @@ class ComputeLedger(L.Callback):
             v = metrics.get(name)
             return None if v is None else float(v)
 
+        accelerator = type(trainer.accelerator).__name__.replace("Accelerator", "").lower()
         row = {
             "run_id": self.run_id,
-            "arch": self.arch,
+            **self.identity,
             "width": getattr(pl_module.backbone, "width", None),
             "depth": getattr(pl_module.backbone, "depth", None),
             "n_params": counts.get("n_params"),
@@ -223,11 +290,17 @@ class ComputeLedger(L.Callback):
             "train_step_s": totals["step_time_s"] / devices,
             "data_wait_s": totals["data_wait_s"] / devices,
             "devices": devices,
-            "gpu_hours": wall * devices / 3600.0,
+            "accelerator": accelerator,
+            # wall-clock × devices: GPU-hours on GPU runs, CPU-process-hours on CPU runs
+            "device_hours": wall * devices / 3600.0,
+            **({"gpu_hours": wall * devices / 3600.0} if accelerator == "cuda" else {}),
+            **validated,
             "val_loss": metric("val/loss"),
             "val_energy_mae_per_atom": metric("val/energy_mae_per_atom"),
             "val_force_mae": metric("val/force_mae"),
             "val_force_cos": metric("val/force_cos"),
+            **({"val_stress_mae": metric("val/stress_mae"), "val_stress_mae_gpa": metric("val/stress_mae_gpa")}
+               if "val/stress_mae" in metrics else {}),
             "flops_fit_residual": self.train_cost.max_rel_residual,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -242,7 +315,7 @@ class ComputeLedger(L.Callback):
             os.fsync(fh.fileno())
         if trainer.logger is not None:
             scalars = {f"compute/{k}": float(row[k]) for k in
-                       ("flops", "val_flops", "wall_s", "gpu_hours", "atoms_seen", "structures_seen")}
+                       ("flops", "val_flops", "wall_s", "device_hours", "atoms_seen", "structures_seen")}
             trainer.logger.log_metrics(scalars, step=trainer.global_step)
             experiment = getattr(trainer.logger, "experiment", None)
             if row["val_loss"] is not None and hasattr(experiment, "add_scalar"):

@@ -57,23 +57,23 @@ class EnergyForceLoss(torch.nn.Module):
         self.huber_delta = huber_delta
 
     def forward(self, pred: dict, batch: dict) -> dict[str, torch.Tensor]:
-        """Returns ``loss`` (scalar) and its ``energy``/``forces``(/``stress``) terms."""
+        """Returns ``loss`` (scalar), its ``energy``/``forces``(/``stress``) terms and
+        ``per_structure`` [S], the loss of each structure (``loss`` is its mean)."""
         n = batch["num_atoms"].to(pred["energy"].dtype)
         de = (pred["energy"] - batch["energy"].to(pred["energy"].dtype)) / n
         dF = pred["forces"] - batch["forces"].to(pred["forces"].dtype)
         if self.kind == "mae_l2":
-            e_term = de.abs().mean()
+            e_s = de.abs()
             f_atom = torch.linalg.vector_norm(dF, dim=-1)
         elif self.kind == "mse":
-            e_term = de.square().mean()
+            e_s = de.square()
             f_atom = dF.square().sum(dim=-1) / 3.0
         else:
-            zeros = torch.zeros_like(de)
-            e_term = F.huber_loss(de, zeros, delta=self.huber_delta)
+            e_s = F.huber_loss(de, torch.zeros_like(de), delta=self.huber_delta, reduction="none")
             f_atom = F.huber_loss(dF, torch.zeros_like(dF), delta=self.huber_delta, reduction="none").mean(-1)
-        f_term = per_structure_mean(f_atom, batch).mean()
-        terms = {"energy": e_term, "forces": f_term}
-        loss = self.energy_weight * e_term + self.force_weight * f_term
+        f_s = per_structure_mean(f_atom, batch)
+        terms = {"energy": e_s.mean(), "forces": f_s.mean()}
+        per_structure = self.energy_weight * e_s + self.force_weight * f_s
         if self.stress_weight > 0:
             if "stress" not in pred or "stress" not in batch:
                 raise ValueError(
@@ -82,12 +82,23 @@ class EnergyForceLoss(torch.nn.Module):
                 )
             ds = pred["stress"] - batch["stress"].to(pred["stress"].dtype)
             if self.kind == "mae_l2":
-                s_term = ds.abs().mean()
+                s_s = ds.abs().mean(dim=(1, 2))
             elif self.kind == "mse":
-                s_term = ds.square().mean()
+                s_s = ds.square().mean(dim=(1, 2))
             else:
-                s_term = F.huber_loss(ds, torch.zeros_like(ds), delta=self.huber_delta)
-            terms["stress"] = s_term
-            loss = loss + self.stress_weight * s_term
-        terms["loss"] = loss
+                s_s = F.huber_loss(ds, torch.zeros_like(ds), delta=self.huber_delta, reduction="none").mean(dim=(1, 2))
+            terms["stress"] = s_s.mean()
+            per_structure = per_structure + self.stress_weight * s_s
+        terms["per_structure"] = per_structure
+        terms["loss"] = per_structure.mean()
         return terms
+
+    def describe(self) -> str:
+        """The loss and its weights as one string (a run's identity: losses that differ here are
+        different measurements and are never pooled)."""
+        parts = [f"energy={self.energy_weight:g}", f"force={self.force_weight:g}"]
+        if self.stress_weight > 0:
+            parts.append(f"stress={self.stress_weight:g}")
+        if self.kind == "huber":
+            parts.append(f"delta={self.huber_delta:g}")
+        return f"{self.kind}({','.join(parts)})"

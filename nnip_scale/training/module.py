@@ -1,6 +1,9 @@
 """The LightningModule that trains any backbone (a plain ``nn.Module``: batch in, energy/forces out)."""
 
-from typing import Any
+import hashlib
+import json
+import warnings
+from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
@@ -8,7 +11,8 @@ import torch
 from torch import nn
 
 from nnip_scale.models.registry import class_path
-from nnip_scale.training.callbacks import ThroughputLogger
+from nnip_scale.models.base import element_symbol
+from nnip_scale.training.callbacks import ThroughputLogger, ValidateAtEnd
 from nnip_scale.training.ledger import ComputeLedger
 from nnip_scale.training.loss import EnergyForceLoss, LossName
 from nnip_scale.training.metrics import EnergyForceMetrics
@@ -43,6 +47,14 @@ class NNIPModule(L.LightningModule):
         rotation_augmentation: rotate every training structure by a Haar-random rotation.
         rotation_seed: seed of the rotations (with the global step and rank: a resumed run draws
             the same ones).
+        arch_name: the run's architecture label in its ledger (scaling tools group runs by it);
+            default: the backbone's own label, which tells configurations apart (``mace_l1_nu4``,
+            ``mace_l0_nu4``, ``esen_l2``, ``mpnn``, ``mcegnn``).
+        unseen_elements: what validation and test do with structures holding elements the
+            training data never had (the model's reference energies for them are zero):
+            ``error`` (default) refuses before the first batch, naming the elements;
+            ``separate`` warns, leaves those structures out of ``val/*``/``test/*`` and reports
+            them apart as ``val/unseen_elements/*``.
     """
 
     def __init__(
@@ -64,6 +76,8 @@ class NNIPModule(L.LightningModule):
         symmetry_loss_weight: float = 1.0,
         rotation_augmentation: bool = False,
         rotation_seed: int = 0,
+        arch_name: str | None = None,
+        unseen_elements: Literal["error", "separate"] = "error",
     ):
         super().__init__()
         if symmetry_loss_copies < 0:
@@ -82,16 +96,52 @@ class NNIPModule(L.LightningModule):
             fresh = not bool(getattr(backbone, "statistics_set", False))
             self.mup_roles = (apply_mup_init if fresh else classify_parameters)(backbone, mup_base_width)
         self.loss_fn = EnergyForceLoss(loss, energy_weight, force_weight, stress_weight, huber_delta)
+        if unseen_elements not in ("error", "separate"):
+            raise ValueError(f"unseen_elements must be 'error' or 'separate', got {unseen_elements!r}")
         self.val_metrics = EnergyForceMetrics()
         self.test_metrics = EnergyForceMetrics()
+        self.unseen_metrics = EnergyForceMetrics()  # structures with elements never trained on (separate)
+        self._elements_checked: set[str] = set()
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
         """Feed the training-split statistics to the backbone before the first step (once: a
         backbone restored from a checkpoint already holds them)."""
-        if not hasattr(self.backbone, "set_statistics") or bool(self.backbone.statistics_set):
-            return
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self._trainer is not None and self.trainer.fast_dev_run:
+            # a smoke test records nothing: Lightning 2.6 skips fast_dev_run checkpoints except
+            # ModelCheckpoint(save_last=True)'s save in on_train_end (the ledger disables itself)
+            for cb in self.trainer.checkpoint_callbacks:
+                cb.save_last = False
+        if hasattr(self.backbone, "set_statistics") and not bool(self.backbone.statistics_set):
+            self._set_statistics(dm)
+
+    def _check_elements(self, split: str) -> None:
+        """Refuse (or, with ``unseen_elements: separate``, warn about) elements of ``split`` that the
+        model never saw in training: its reference energy for them is 0, so any metric is noise."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "split_elements") or not hasattr(self.backbone, "known_elements"):
+            return
+        if split in self._elements_checked:
+            return
+        self._elements_checked.add(split)
+        known = self.backbone.known_elements.detach().cpu()
+        unseen = sorted(z for z in dm.split_elements(split) if z >= len(known) or not bool(known[z]))
+        if not unseen:
+            return
+        names = ", ".join(f"{element_symbol(z)} (Z={z})" for z in unseen)
+        where = {"val": "validation", "test": "test"}[split]
+        trained = ", ".join(element_symbol(int(z)) for z in torch.nonzero(known).flatten())
+        if self.hparams.unseen_elements == "error":
+            raise ValueError(
+                f"the {where} data contain element(s) {names} that the model was never trained on (it knows "
+                f"{trained}); its metrics there would be meaningless. Expected {where} data with trained elements "
+                f"only; pass --model.unseen_elements separate to report those structures apart"
+            )
+        warnings.warn(f"the {where} data contain element(s) {names} never seen in training: those structures are "
+                      f"left out of {split}/* and reported as {split}/unseen_elements/*", stacklevel=2)
+
+    def _set_statistics(self, dm) -> None:
         if dm is None or not hasattr(dm, "statistics"):
             raise RuntimeError(
                 "the backbone has no dataset statistics yet and no datamodule provides them; "
@@ -129,11 +179,29 @@ class NNIPModule(L.LightningModule):
         return out
 
     def configure_callbacks(self):
-        """Throughput logging always; the compute ledger unless the trainer config brings its own."""
+        """Throughput logging always; the compute ledger and a validation after the last training
+        batch unless the trainer config brings its own (so every fit ends with a ledger row and,
+        where a ModelCheckpoint is configured, a checkpoint at its final step)."""
         callbacks = [ThroughputLogger()]
         if not any(isinstance(c, ComputeLedger) for c in self.trainer.callbacks):
             callbacks.append(ComputeLedger())
+        if not any(isinstance(c, ValidateAtEnd) for c in self.trainer.callbacks):
+            callbacks.append(ValidateAtEnd())
         return callbacks
+
+    def run_identity(self) -> dict:
+        """What this run is, for every ledger row: architecture label and class, force mode,
+        loss (with its weights), cutoff and a hash of the configuration (backbone arguments and
+        module hyperparameters; the data's identity is added by the ledger)."""
+        b = self.backbone
+        init = b.init_config() if hasattr(b, "init_config") else {}
+        label = self.hparams.arch_name or (b.arch_label() if hasattr(b, "arch_label") else type(b).__name__.lower())
+        config = {"backbone": class_path(type(b)), "init_args": init,
+                  "module": {k: v for k, v in self.hparams.items() if not k.startswith("_")}}
+        blob = json.dumps(config, sort_keys=True, default=str)
+        return {"arch": label, "model_class": type(b).__name__, "force_mode": getattr(b, "force_mode", None),
+                "loss": self.loss_fn.describe(), "cutoff": getattr(b, "cutoff", None),
+                "config_hash": hashlib.sha256(blob.encode()).hexdigest()[:16]}
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -179,7 +247,16 @@ class NNIPModule(L.LightningModule):
 
     def _eval_step(self, batch: dict, metrics: EnergyForceMetrics) -> None:
         terms = self.step_terms(self.backbone, batch, train=False)
-        metrics.update(terms["pred"], batch, terms["loss"])
+        mask = None
+        if self.hparams.unseen_elements == "separate":
+            known = self.backbone.known_elements
+            z = batch["atomic_numbers"]
+            atom_unseen = ~known[z.clamp_max(len(known) - 1)] | (z >= len(known))
+            unseen = torch.zeros(batch["n_structures"], dtype=torch.bool, device=z.device)
+            unseen = unseen.index_put((batch["batch"],), atom_unseen, accumulate=True)
+            mask = ~unseen
+            self.unseen_metrics.update(terms["pred"], batch, terms["per_structure"], mask=unseen)
+        metrics.update(terms["pred"], batch, terms["per_structure"], mask=mask)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics)
@@ -194,6 +271,12 @@ class NNIPModule(L.LightningModule):
         self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=False, sync_dist=True)
         self.log(f"{prefix}_loss", values["loss"].float(), prog_bar=True, sync_dist=True)
         metrics.reset()
+        if self.hparams.unseen_elements == "separate":
+            if float(self.unseen_metrics.n_struct) > 0:
+                unseen = self.unseen_metrics.compute()
+                self.log_dict({f"{prefix}/unseen_elements/{k}": v.float() for k, v in unseen.items()},
+                              prog_bar=False, sync_dist=True)
+            self.unseen_metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics)
@@ -231,6 +314,13 @@ class NNIPModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._optimizer_mode(train=False)
+
+    # after a checkpoint is restored: the elements checked are the ones the weights were trained on
+    def on_validation_start(self) -> None:
+        self._check_elements("val")
+
+    def on_test_start(self) -> None:
+        self._check_elements("test")
 
     def on_train_epoch_end(self) -> None:
         self._optimizer_mode(train=False)
