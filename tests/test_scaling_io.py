@@ -102,7 +102,7 @@ def test_law_errors_missing_nonpositive_too_few_and_n_not_varying(tmp_path):
     assert out["L_C"]["error"].endswith("m.csv:3: non-positive C=-3e+13; L_C (loss vs training FLOPs) needs C > 0")
     out = fit_arch(_pts(tmp_path, "\n".join(lines[:4]) + "\n"), n_boot=0)
     assert out["L_ND"]["error"] == "too few points for L(N, D): 3 < 6"
-    assert out["L_H"]["error"] == "L_H needs >= 4 frontier points (loss vs GPU-hours), got 2 from 3 checkpoints"
+    assert out["L_H"]["error"] == "L_H needs >= 4 frontier points (loss vs device-hours), got 2 from 3 checkpoints"
 
 
 def test_too_few_runs_for_bootstrap_keeps_the_fit(tmp_path):

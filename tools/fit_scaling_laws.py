@@ -3,18 +3,29 @@
 
 Writes OUT/fit.json, OUT/fit.md and PNG figures (docs/scaling.md) via
 nnip_scale.scaling.write_report. Exit status: 0 ok; 2 bad input (the message names the file and
-line); 1 with --strict when a law or its bootstrap intervals could not be computed.
+line), including runs of one arch that differ in dataset, force mode, loss or validation subset
+(pool them on purpose with --pool); 1 with --strict when a law, a derived quantity or its
+bootstrap intervals could not be computed. A flagged number (docs/scaling.md) is printed as a
+warning on stderr and marked in fit.md.
 
     python tools/fit_scaling_laws.py runs/*/ledger.jsonl --out fit/ --budget-flops 1e20
 """
 import argparse
 import os
 import sys
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nnip_scale.scaling import ScalingInputError, write_report  # noqa: E402
-from nnip_scale.scaling.io import C_UNITS, H_UNITS  # noqa: E402
+from nnip_scale.scaling.io import C_UNITS, H_UNITS, POOL_FIELDS  # noqa: E402
 from nnip_scale.scaling.report import errors  # noqa: E402
+
+
+def show_warning(prog):
+    """A warnings.showwarning that prints 'PROG: warning: message' (no source line)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+    return show
 
 
 def main(argv=None):
@@ -29,13 +40,18 @@ def main(argv=None):
     p.add_argument("--fix-linf", type=float, default=None, help="fix L_inf to this value (0 drops it)")
     p.add_argument("--c-unit", choices=list(C_UNITS), default=None, help="unit of a bare CSV column C (default FLOP)")
     p.add_argument("--h-unit", choices=list(H_UNITS), default=None, help="unit of a bare CSV column H (default hours)")
+    p.add_argument("--pool", action="append", default=[], metavar="FIELD",
+                   help="pool runs of one arch that differ in FIELD on purpose (refused by default): "
+                        f"{', '.join(POOL_FIELDS)} or all; repeat or comma-separate for several")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--strict", action="store_true", help="exit 1 if any law or interval could not be computed")
     a = p.parse_args(argv)
     try:
-        fit = write_report(a.inputs, a.out, drop_first=a.drop_first, ema=a.ema, n_boot=a.n_boot, seed=a.seed,
-                           budget_flops=a.budget_flops, fix_linf=a.fix_linf, c_unit=a.c_unit, h_unit=a.h_unit,
-                           figures=not a.no_figures)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning("fit_scaling_laws")
+            fit = write_report(a.inputs, a.out, drop_first=a.drop_first, ema=a.ema, n_boot=a.n_boot, seed=a.seed,
+                               budget_flops=a.budget_flops, fix_linf=a.fix_linf, c_unit=a.c_unit, h_unit=a.h_unit,
+                               figures=not a.no_figures, pool=",".join(a.pool))
     except ScalingInputError as exc:
         print(f"fit_scaling_laws: error: {exc}", file=sys.stderr)
         return 2

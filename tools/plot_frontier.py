@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Lower-envelope frontiers of validation loss vs training FLOPs and vs GPU-hours, per architecture
-(no fit): OUT/frontier.json and OUT/frontier_flops.png, OUT/frontier_gpu_hours.png.
+(no fit): OUT/frontier.json and OUT/frontier_flops.png, OUT/frontier_gpu_hours.png. Runs of one
+arch that differ in dataset, force mode, loss or validation subset are refused (exit 2) unless
+pooled on purpose with --pool FIELD (docs/scaling.md).
 
     python tools/plot_frontier.py runs/ --out frontier/ --drop-first 0.05 --ema 0.6
 """
@@ -14,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from nnip_scale.scaling import ScalingInputError, load_points  # noqa: E402
 from nnip_scale.scaling.analysis import frontier, preprocess  # noqa: E402
-from nnip_scale.scaling.io import C_UNITS, H_UNITS  # noqa: E402
+from nnip_scale.scaling.io import C_UNITS, H_UNITS, POOL_FIELDS  # noqa: E402
 from nnip_scale.scaling.plots import frontier_figure  # noqa: E402
 from nnip_scale.scaling.report import write_atomic  # noqa: E402
 
@@ -27,9 +29,12 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=None)
     p.add_argument("--c-unit", choices=list(C_UNITS), default=None)
     p.add_argument("--h-unit", choices=list(H_UNITS), default=None)
+    p.add_argument("--pool", action="append", default=[], metavar="FIELD",
+                   help="pool runs of one arch that differ in FIELD on purpose (refused by default): "
+                        f"{', '.join(POOL_FIELDS)} or all; repeat or comma-separate for several")
     a = p.parse_args(argv)
     try:
-        pts, meta = load_points(a.inputs, a.c_unit, a.h_unit)
+        pts, meta = load_points(a.inputs, a.c_unit, a.h_unit, pool=",".join(a.pool))
         pts = preprocess(pts, a.drop_first, a.ema)
     except ScalingInputError as exc:
         print(f"plot_frontier: error: {exc}", file=sys.stderr)
@@ -48,7 +53,8 @@ def main(argv=None):
         if any(f[law]["frontier"]["loss"] for f in fronts.values()):
             frontier_figure(pts, fronts, law, os.path.join(a.out, name))
     result = {"options": {"drop_first": a.drop_first, "ema": a.ema, "units": meta["units"],
-                          "inputs": meta["files"], "notes": meta["notes"]},
+                          "inputs": meta["files"], "pool": meta["pool"], "notes": meta["notes"]},
+              "identity": meta["identity"],
               "frontiers": {arch: {"flops" if law == "L_C" else "gpu_hours": v["frontier"] for law, v in f.items()}
                             for arch, f in fronts.items()}}
     write_atomic(os.path.join(a.out, "frontier.json"), json.dumps(result, indent=1))

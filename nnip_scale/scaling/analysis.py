@@ -1,15 +1,24 @@
 """Preprocessing (EMA, drop-first), frontiers, and per-architecture fits with a bootstrap over runs.
 
-Every law is fitted independently: one the data cannot support becomes ``{"error": reason}`` and
-the others are still fitted (:func:`fit_arch`). Bootstrap: draw the architecture's runs with
-replacement (points of one run are correlated, so runs are the independent units), rebuild the
-points and frontiers, refit every law warm-started from its full-data optimum, and take the 2.5 /
-97.5 percentiles of every parameter and derived quantity over the resamples the law could be
-fitted on (``n_boot_used``; fewer than half usable gives ``ci95_error`` instead of intervals).
+Every law is fitted independently: one the data cannot support, or whose fit fails for any other
+reason, becomes ``{"error": reason}`` and the others are still fitted (:func:`fit_arch`); a derived
+quantity that is not defined for the fitted parameters is listed in its entry's ``undefined``.
+Bootstrap: draw the architecture's runs with replacement (points of one run are correlated, so runs
+are the independent units; rows sharing a run id are one run), rebuild the points and frontiers,
+refit every law warm-started from its full-data optimum, and take the 2.5 / 97.5 percentiles of
+every parameter and derived quantity over the resamples in which it could be computed. A resample
+in which a law or quantity cannot be computed is unusable for it, never fatal: ``n_boot_used``
+(per entry) and ``n_boot_used_by_quantity`` count the usable ones next to ``n_boot``; fewer than
+half usable gives ``ci95_error`` (entry) or ``ci95_missing[quantity]`` instead of an interval.
+
+:func:`bound_warnings` then flags the numbers not to trust (``flags`` per entry, machine-readable;
+``warnings``: their messages), and :func:`fit_all` emits each as a :class:`ScalingFitWarning`.
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
 
 import numpy as np
 
@@ -19,7 +28,7 @@ from .laws import EXP_BOUNDS, allocation, fit_lnd, fit_loglog, fit_power, predic
 #: minimum data per law: points, distinct values of each input (free L_inf / fixed L_inf)
 MIN_POINTS = {"L_ND": 6, "L_C": 4, "L_H": 4}
 MIN_RUNS_BOOT = 4
-AXES = {"L_C": ("C", "training FLOPs"), "L_H": ("H", "GPU-hours")}
+AXES = {"L_C": ("C", "training FLOPs"), "L_H": ("H", "device-hours")}
 
 
 def preprocess(pts, drop_first=0.0, ema=None):
@@ -90,15 +99,35 @@ def _fit_frontier(p, law, fix_linf, warm=None):
     return res
 
 
-_NOT_BOOTSTRAPPED = {"objective", "kappa", "budget_flops"}
+_NOT_BOOTSTRAPPED = {"objective", "kappa", "budget_flops", "log_A", "log_B"}
 
 
 def _scalars(d):
-    return {k: v for k, v in d.items() if isinstance(v, float) and k not in _NOT_BOOTSTRAPPED}
+    """The bootstrapped quantities of an entry: its finite float values (a NaN/inf one counts as
+    not computed in that resample)."""
+    return {k: v for k, v in d.items() if isinstance(v, float) and k not in _NOT_BOOTSTRAPPED and math.isfinite(v)}
+
+
+def _why(err):
+    """One-line reason of an unexpected failure inside a fit (not bad input)."""
+    text = " ".join(str(err).split()) or "no message"
+    return f"fit failed: {type(err).__name__}: {text}"
+
+
+def _finite(res, law):
+    """Refuse a fit whose parameters are not finite (an optimiser that diverged)."""
+    bad = [k for k in ("objective", "L_inf", "alpha", "beta", "gamma") if k in res and not math.isfinite(res[k])]
+    if bad or not np.isfinite(res["theta"]).all():
+        raise FloatingPointError(f"{law}: non-finite fitted parameters ({', '.join(bad) or 'theta'})")
+    return res
 
 
 class _Arch:
-    """The fits of one architecture on one set of points (full data or a bootstrap resample)."""
+    """The fits of one architecture on one set of points (full data or a bootstrap resample).
+
+    Full data (``warm=None``): a law that cannot be fitted gets ``{"error": reason}``. Resample
+    (``warm`` = the full-data result): a law or derived entry that cannot be computed is simply
+    absent from the result (that resample is unusable for it); nothing raises."""
 
     def __init__(self, fix_linf, budget_flops):
         self.fix_linf, self.budget = fix_linf, budget_flops
@@ -111,21 +140,37 @@ class _Arch:
             if warm is not None and "error" in warm.get(law, {"error": 1}):
                 continue
             try:
-                res[law] = fn(None if warm is None else warm[law]["theta"])
+                with np.errstate(all="ignore"):
+                    res[law] = _finite(fn(None if warm is None else warm[law]["theta"]), law)
             except ScalingInputError as err:
                 if warm is None:
                     res[law] = {"error": str(err)}
-        if "L_ND" in res and "error" not in res["L_ND"]:
-            res["allocation"] = allocation(res["L_ND"], kappa, self.budget)
-            if "L_C" in res and "error" not in res["L_C"]:
-                res["consistency"] = {"gamma_c_fitted": res["L_C"]["gamma"],
-                                      "gamma_c_derived": res["allocation"]["gamma_c_derived"]}
-                res["consistency"]["difference"] = (res["consistency"]["gamma_c_fitted"]
-                                                    - res["consistency"]["gamma_c_derived"])
+            except Exception as err:  # noqa: BLE001 - a failed fit degrades to an error entry
+                if warm is None:
+                    res[law] = {"error": _why(err)}
+        ok = {law: law in res and "error" not in res[law] for law in ("L_ND", "L_C", "L_H")}
+        if ok["L_ND"]:
+            try:
+                res["allocation"] = allocation(res["L_ND"], kappa, self.budget)
+            except Exception as err:  # noqa: BLE001
+                if warm is None:
+                    res["allocation"] = {"error": _why(err)}
         elif warm is None:
             res["allocation"] = {"error": f"needs L(N, D): {res['L_ND']['error']}"}
-        if self.budget and "L_C" in res and "error" not in res["L_C"]:
-            res["L_C"]["loss_at_budget"] = float(predict_power(res["L_C"], self.budget))
+        al = res.get("allocation") or {}
+        if ok["L_C"] and "gamma_c_derived" in al:
+            res["consistency"] = {"gamma_c_fitted": res["L_C"]["gamma"], "gamma_c_derived": al["gamma_c_derived"],
+                                  "difference": res["L_C"]["gamma"] - al["gamma_c_derived"]}
+        elif warm is None and ok["L_C"] and "error" not in al:
+            res["consistency"] = {"error": "gamma_c_derived not defined: "
+                                           + (al.get("undefined") or {}).get("gamma_c_derived", "")}
+        if self.budget and ok["L_C"]:
+            with np.errstate(all="ignore"):
+                v = float(predict_power(res["L_C"], self.budget))
+            if math.isfinite(v):
+                res["L_C"]["loss_at_budget"] = v
+            else:
+                res["L_C"].setdefault("undefined", {})["loss_at_budget"] = f"L(C) at the budget is {v}"
         return res
 
 
@@ -135,30 +180,192 @@ def measured_kappa(p):
     return float(np.median(p["C"][ok] / (3.0 * p["N"][ok] * p["D"][ok]))) if ok.any() else None
 
 
-def bound_warnings(out: dict) -> None:
-    """Flag exponents that ended on a bound of the search range: the runs do not identify them
-    (too narrow a range of N or D, or loss not falling with it), and quantities derived from them
-    (allocation, γ_c) inherit that. Adds ``warnings`` to the law's entry."""
-    lo, hi = EXP_BOUNDS
-    for law, names in (("L_ND", ("alpha", "beta")), ("L_C", ("gamma",)), ("L_H", ("gamma",))):
-        e = out.get(law) or {}
-        if "error" in e:
+class ScalingFitWarning(UserWarning):
+    """A fitted number not to trust (see :func:`bound_warnings`); emitted once per flag by
+    :func:`fit_all`, and recorded in the fit output as ``flags``."""
+
+
+#: exponents searched in EXP_BOUNDS: entry -> names
+SEARCHED = {"L_ND": ("alpha", "beta"), "L_C": ("gamma",), "L_H": ("gamma_h", "gamma")}
+#: the numbers the fit.md tables quote, per entry (checked for degenerate / one-sided intervals)
+QUOTED = {"L_ND": ("alpha", "beta", "L_inf"), "L_C": ("gamma", "loss_at_budget"), "L_H": ("gamma_h", "gamma"),
+          "allocation": ("gamma_c_derived", "a", "b", "N_opt", "D_opt", "loss_opt")}
+#: "touches" tolerances: an exponent within BOUND_TOL of a search bound (the tables print 3
+#: decimals); a point within EDGE_RTOL x (interval width) of an interval end
+BOUND_TOL = 1e-3
+EDGE_RTOL = 1e-3
+#: quoted quantities compared with their interval on a log scale
+LOG_SCALE = {"L_inf", "N_opt", "D_opt", "loss_opt", "loss_at_budget"}
+#: fitted vs derived gamma_c with no bootstrap intervals to judge by: flagged beyond this ratio
+GAMMA_C_RATIO = 2.0
+FLAG_KINDS = ("point_on_bound", "interval_on_bound", "point_at_interval_edge", "degenerate_interval",
+              "derived_from_bound", "gamma_c_inconsistent")
+_VARIES = {"alpha": "N", "beta": "D", "gamma": "compute", "gamma_h": "device-hours"}
+
+
+def _flag(entry, kind, quantity, message):
+    entry.setdefault("flags", []).append({"kind": kind, "quantity": quantity, "message": message})
+    entry.setdefault("warnings", []).append(message)
+
+
+def _ci_of(entry, name):
+    ci = (entry.get("ci95") or {}).get(name)
+    if ci is None:
+        return None
+    lo, hi = (float("nan") if v is None else float(v) for v in ci)
+    return lo, hi
+
+
+def bound_warnings(out: dict) -> dict:
+    """Flag the numbers of one architecture's fit (``fit_arch`` output) that the runs do not support.
+
+    Adds to each entry (L_ND, L_C, L_H, allocation, consistency) ``flags`` = [{"kind", "quantity",
+    "message"}] (quantity ``"*"``: every number of the entry) and ``warnings`` = their messages.
+    Kinds (docs/scaling.md):
+
+    - ``point_on_bound``: a fitted exponent within BOUND_TOL of a bound of its search range
+      EXP_BOUNDS: not identified by these runs (implies the two interval checks: not repeated);
+    - ``interval_on_bound``: an end of its 95 % interval on a search bound (resamples ran into it);
+    - ``point_at_interval_edge``: a point estimate equal (EDGE_RTOL of the width; log scale for
+      LOG_SCALE) to an end of its own interval: no resample moves it to that side (e.g. a frontier
+      that every subset of runs can only shorten), so the interval is one-sided;
+    - ``degenerate_interval``: zero width or NaN;
+    - ``derived_from_bound`` (quantity ``"*"``): the allocation (a, b, γ_c derived, N*, D*,
+      L(N*, D*)) inherits an α or β on its bound (replaces the allocation's interval checks);
+    - ``gamma_c_inconsistent``: fitted γ_c (L(C) frontier) and derived αβ/(α+β) disagree beyond
+      their intervals: the 95 % interval of their difference over paired resamples excludes 0, or,
+      with no such interval (too few resamples had both, or no bootstrap), they differ by more
+      than a factor GAMMA_C_RATIO.
+    Returns ``out``.
+    """
+    lo_b, hi_b = EXP_BOUNDS
+    on_bound = {}
+    for law, names in SEARCHED.items():
+        e = out.get(law)
+        if not isinstance(e, dict) or "error" in e:
             continue
         for name in names:
             v = e.get(name)
-            if v is not None and (v <= lo + 1e-6 or v >= hi - 1e-6):
-                e.setdefault("warnings", []).append(
-                    f"{name} = {v:.3g} is on the bound [{lo:g}, {hi:g}] of the search: not identified by these runs "
-                    f"(widen the range of {'N' if name == 'alpha' else 'D' if name == 'beta' else 'compute'} "
-                    "or train longer)")
+            if v is None:
+                continue
+            label = f"{name} = {v:.3g}"
+            if v <= lo_b + BOUND_TOL or v >= hi_b - BOUND_TOL:
+                on_bound.setdefault(law, {})[name] = v  # implies the interval checks below: not repeated
+                _flag(e, "point_on_bound", name,
+                      f"{label} is on the bound [{lo_b:g}, {hi_b:g}] of the search: not identified by these runs "
+                      f"(widen the range of {_VARIES[name]} or train longer)")
+                continue
+            ci = _ci_of(e, name)
+            if ci and all(math.isfinite(c) for c in ci):
+                ends = [c for c in ci if c <= lo_b + BOUND_TOL or c >= hi_b - BOUND_TOL]
+                if ends:
+                    _flag(e, "interval_on_bound", name,
+                          f"{label} has its 95 % interval [{ci[0]:.3g}, {ci[1]:.3g}] on the bound "
+                          f"{ends[0]:.3g} of the search [{lo_b:g}, {hi_b:g}]: some resamples do not identify it, "
+                          "so the interval is cut by the search range, not by the data")
+    inherited = [n for n in ("alpha", "beta") if n in on_bound.get("L_ND", {})]
+    al = out.get("allocation")
+    if inherited and isinstance(al, dict) and "error" not in al:
+        _flag(al, "derived_from_bound", "*",
+              "derived from " + " and ".join(f"{n} = {on_bound['L_ND'][n]:.3g}" for n in inherited)
+              + " on its search bound: a, b, γ_c = αβ/(α+β), N*, D* and L(N*, D*) are not identified either")
+    for law, names in QUOTED.items():
+        e = out.get(law)
+        if not isinstance(e, dict) or "error" in e or "ci95" not in e or (law == "allocation" and inherited):
+            continue
+        for name in names:
+            v = e.get(name)
+            if v is None or name not in e["ci95"] or name in on_bound.get(law, {}):
+                continue
+            lo, hi = _ci_of(e, name)
+            label = f"{name} = {v:.3g}"
+            if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo <= 1e-12 * max(1.0, abs(v)):
+                _flag(e, "degenerate_interval", name,
+                      f"{label} has a degenerate 95 % interval [{lo:.3g}, {hi:.3g}] (zero width or NaN): every "
+                      "usable resample gave the same value, which is no measure of its uncertainty")
+                continue
+            # N*, D*, losses span decades: compared on a log scale
+            x, a, b = (np.log([v, lo, hi]) if name in LOG_SCALE and min(v, lo) > 0 else (v, lo, hi))
+            if min(abs(x - a), abs(x - b)) <= EDGE_RTOL * (b - a):
+                side = "upper" if abs(x - b) <= abs(x - a) else "lower"
+                why = (" (a resample of runs can only shorten a frontier, never extend it)" if law in ("L_C", "L_H")
+                       else "")
+                _flag(e, "point_at_interval_edge", name,
+                      f"{label} equals the {side} end of its 95 % interval [{lo:.3g}, {hi:.3g}]: no resample moves "
+                      f"it {'up' if side == 'upper' else 'down'}{why}, so the interval is one-sided, not a 95 % "
+                      "interval around the estimate")
+    _consistency_flag(out.get("consistency"))
+    return out
+
+
+def _consistency_flag(c):
+    if not isinstance(c, dict) or "error" in c or "gamma_c_fitted" not in c:
+        return
+    f, d = c["gamma_c_fitted"], c["gamma_c_derived"]
+    head = f"fitted γ_c = {f:.3g} (L(C) frontier) and derived αβ/(α+β) = {d:.3g}"
+    diff = _ci_of(c, "difference")
+    if diff and all(map(math.isfinite, diff)):
+        if not diff[0] <= 0.0 <= diff[1]:
+            _flag(c, "gamma_c_inconsistent", "difference",
+                  f"{head} disagree: the 95 % interval of their difference [{diff[0]:.3g}, {diff[1]:.3g}] (paired "
+                  "resamples) excludes 0, so L(C) and L(N, D) do not describe these runs consistently")
+    elif f <= 0 or d <= 0 or max(f, d) / min(f, d) > GAMMA_C_RATIO:
+        why = (f"only {c['n_boot_used']} of {c['n_boot']} resamples had both" if "n_boot_used" in c
+               else "no bootstrap")
+        _flag(c, "gamma_c_inconsistent", "difference",
+              f"{head} differ by more than a factor {GAMMA_C_RATIO:g}, and there is no interval of their difference "
+              f"to judge by ({why})")
+
+
+def flags_of(out: dict):
+    """[(entry, flag)] of one architecture's fit, in entry order."""
+    return [(k, f) for k in ("L_ND", "L_C", "L_H", "allocation", "consistency")
+            for f in ((out.get(k) or {}).get("flags") or [])]
+
+
+def rename_lh(entry):
+    """L_H is reported as gamma_h, F_h (the paper's L(H) = L_inf + F_h H^-gamma_h)."""
+    if isinstance(entry, dict) and "gamma" in entry:
+        ren = {"gamma": "gamma_h", "F": "F_h"}
+        entry = {ren.get(k, k): v for k, v in entry.items()}
+        for key in ("ci95", "n_boot_used_by_quantity", "ci95_missing", "undefined"):
+            if isinstance(entry.get(key), dict):
+                entry[key] = {ren.get(k, k): v for k, v in entry[key].items()}
+    return entry
+
+
+def _intervals(entry, draws, n_boot, n_runs):
+    """ci95 of an entry from its per-resample scalar dicts (None: unusable resample)."""
+    ok = [d for d in draws if d is not None]
+    need = max(2, n_boot // 2)
+    entry["n_boot"] = int(n_boot)
+    entry["n_boot_used"] = len(ok)
+    names = list(_scalars(entry))
+    entry["n_boot_used_by_quantity"] = {name: sum(name in d for d in ok) for name in names}
+    if len(ok) < need:
+        entry["ci95_error"] = (f"only {len(ok)} of {n_boot} resamples of {n_runs} runs could be fitted (too few "
+                               "distinct N/D or frontier points, or a failed fit); intervals not computed")
+        return
+    entry["ci95"], missing = {}, {}
+    for name in names:
+        vals = [d[name] for d in ok if name in d]
+        if len(vals) >= need:
+            entry["ci95"][name] = [float(v) for v in np.percentile(vals, [2.5, 97.5])]
+        else:
+            missing[name] = f"only {len(vals)} of {n_boot} resamples gave a finite {name}; interval not computed"
+    if missing:
+        entry["ci95_missing"] = missing
 
 
 def fit_arch(pts, fix_linf=None, budget_flops=None, n_boot=200, seed=0, kappa=None):
-    """All laws of one architecture's points, with bootstrap-over-runs 95 % intervals."""
+    """All laws of one architecture's points, with bootstrap-over-runs 95 % intervals and flags.
+
+    Never raises on what the data cannot support: a law that cannot be fitted is ``{"error": ...}``,
+    a resample in which a law or derived quantity cannot be computed is left out of its interval
+    (``n_boot_used``, ``n_boot_used_by_quantity``)."""
     kappa = measured_kappa(pts) if kappa is None else float(kappa)
     fitter = _Arch(fix_linf, budget_flops)
     out = fitter.run(pts, kappa)
-    bound_warnings(out)
     runs = np.unique(pts["run"])
     for law in ("L_C", "L_H"):
         e = out[law]
@@ -173,35 +380,32 @@ def fit_arch(pts, fix_linf=None, budget_flops=None, n_boot=200, seed=0, kappa=No
                 e["loglog"] = {"error": f"OLS fit failed: {err}"}
     keys = [k for k in ("L_ND", "L_C", "L_H", "allocation", "consistency") if k in out and "error" not in out[k]]
     if n_boot and keys:
-        boot_error = None
         if len(runs) < MIN_RUNS_BOOT:
-            boot_error = (f"too few runs for a bootstrap over runs: {len(runs)} < {MIN_RUNS_BOOT} "
-                          "(95 % intervals not computed)")
+            for k in keys:
+                out[k].update(n_boot=int(n_boot), n_boot_used=0)
+                out[k]["ci95_error"] = (f"too few runs for a bootstrap over runs: {len(runs)} < {MIN_RUNS_BOOT} "
+                                        "(95 % intervals not computed)")
         else:
+            # one run = one run id (a resumed run keeps its id): all its rows are drawn together
             rows = [np.flatnonzero(pts["run"] == r) for r in runs]
             rng = np.random.default_rng(seed)
             draws = {k: [] for k in keys}
             for _ in range(n_boot):
                 pick = rng.integers(0, len(runs), len(runs))
                 sample = subset(pts, np.concatenate([rows[i] for i in pick]))
-                res = fitter.run(sample, kappa, warm=out)
+                try:
+                    res = fitter.run(sample, kappa, warm=out)
+                except Exception:  # noqa: BLE001 - an unusable resample, never a failed fit
+                    res = {}
                 for k in keys:
-                    draws[k].append(_scalars(res[k]) if k in res else None)
+                    draws[k].append(_scalars(res[k]) if k in res and "error" not in res[k] else None)
             for k in keys:
-                ok = [d for d in draws[k] if d is not None]
-                out[k]["n_boot_used"] = len(ok)
-                if len(ok) < max(2, n_boot // 2):
-                    out[k]["ci95_error"] = (f"only {len(ok)} of {n_boot} resamples of {len(runs)} runs could be "
-                                            "fitted (too few distinct N/D or frontier points); intervals not computed")
-                    continue
-                out[k]["ci95"] = {name: [float(v) for v in np.percentile([d[name] for d in ok], [2.5, 97.5])]
-                                  for name in _scalars(out[k]) if all(name in d for d in ok)}
-        if boot_error:
-            for k in keys:
-                out[k]["ci95_error"] = boot_error
+                _intervals(out[k], draws[k], n_boot, len(runs))
     for k in ("L_ND", "L_C", "L_H"):
         if "theta" in out[k]:
             out[k]["theta"] = [float(v) for v in out[k]["theta"]]
+    out["L_H"] = rename_lh(out["L_H"])
+    bound_warnings(out)
     out["kappa_measured"] = kappa
     out["n_points"], out["n_runs"] = int(len(pts["loss"])), int(len(runs))
     return out
@@ -209,13 +413,28 @@ def fit_arch(pts, fix_linf=None, budget_flops=None, n_boot=200, seed=0, kappa=No
 
 def _fit_one(args):
     pts, kw = args
-    return fit_arch(pts, **kw)
+    try:
+        return fit_arch(pts, **kw)
+    except Exception as err:  # noqa: BLE001 - one architecture's failure must not lose the others
+        why = _why(err)
+        out = {k: {"error": why} for k in ("L_ND", "L_C", "L_H", "allocation")}
+        out.update(kappa_measured=None, n_points=int(len(pts["loss"])), n_runs=int(len(np.unique(pts["run"]))))
+        return out
 
 
-def fit_all(pts, workers=None, **kw):
+def emit_flags(archs):
+    """warnings.warn one ScalingFitWarning per flag of {arch: fit_arch output}."""
+    for arch, out in archs.items():
+        for law, f in flags_of(out):
+            warnings.warn(f"{arch}: {law}: {f['message']}", ScalingFitWarning, stacklevel=3)
+
+
+def fit_all(pts, workers=None, emit=True, **kw):
     """{arch: fit_arch(points of that arch)} in sorted arch order. Architectures are independent,
     so with several of them and a bootstrap they are fitted in parallel processes (``workers``,
-    default: the CPU count); results are identical to the serial ones (each fit is seeded)."""
+    default: the CPU count); results are identical to the serial ones (each fit is seeded).
+    The flags of every fit are emitted as ScalingFitWarning here, in the calling process
+    (``emit=False``: not)."""
     archs = [str(a) for a in sorted(np.unique(pts["arch"]))]
     jobs = [(subset(pts, pts["arch"] == a), kw) for a in archs]
     workers = min(len(jobs), workers or os.cpu_count() or 1)
@@ -230,11 +449,15 @@ def fit_all(pts, workers=None, **kw):
         os.environ.update({k: "1" for k in keys})
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                return dict(zip(archs, pool.map(_fit_one, jobs)))
+                result = dict(zip(archs, pool.map(_fit_one, jobs)))
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-    return dict(zip(archs, map(_fit_one, jobs)))
+    else:
+        result = dict(zip(archs, map(_fit_one, jobs)))
+    if emit:
+        emit_flags(result)
+    return result

@@ -1,17 +1,29 @@
 """Readers for run ledgers (JSON Lines) and CSV files into one table of points.
 
 A *point* is one validation of one run: ``N`` (trainable parameters without the embedding),
-``D`` (atoms seen), ``C`` (training FLOPs), ``H`` (GPU-hours), ``loss``, ``step``, ``run`` and
+``D`` (atoms seen), ``C`` (training FLOPs), ``H`` (device-hours: GPU-hours on GPU runs), ``loss``, ``step``, ``run`` and
 ``arch``. :func:`load_points` returns a dict of equal-length 1-D numpy arrays with those keys plus
 ``src`` (``"FILE:LINE"`` of each record, used in every error message). A value the input does not
 give is NaN ("missing"); whether that matters is decided by the law that needs it (:func:`require`).
 
 Units. Everything is converted to FLOP for C and hours for H. A ledger's units are fixed by
-DESIGN.md (``flops`` in FLOP, ``gpu_hours`` in hours). A CSV states its unit in the column name
+docs/compute.md (``flops`` in FLOP; H = ``gpu_hours`` on GPU runs, else ``device_hours``, in hours). A CSV states its unit in the column name
 (``C_FLOP``, ``C_PFLOP``, ``H_hours``, ``H_s``); a bare ``C`` / ``H`` column has the unit given by
 ``c_unit`` / ``h_unit`` (``--c-unit`` / ``--h-unit``; default FLOP / hours). Inputs stated in
 different units are refused (:class:`ScalingInputError` naming each file and its unit), so a
 PFLOP file is never silently mixed with a FLOP ledger.
+
+Run identity and the pooling rule. Points also carry, as string arrays ("" when the input does not
+record it), what a run was trained and measured on: ``dataset`` (ledger field ``dataset``, a
+fingerprint), ``force_mode`` (``direct`` / ``conservative``), ``loss_name`` (ledger field ``loss``,
+the training loss; the CSV column is ``loss_name`` because ``loss`` is the loss value there) and
+``val_set`` (fingerprint of the validation subset). The fits group points by ``arch``; points of
+one arch are one frontier, so :func:`load_points` refuses (:func:`check_pooling`) an arch whose
+runs differ in any of these fields, naming the two runs, unless pooling that field is asked for
+(``pool=``, ``--pool``). An empty value ("not recorded", e.g. an old ledger) differs from any
+recorded one. Rows that share a run id within one arch are one run (a run resumed from a
+checkpoint keeps its id); such rows must agree on N, and one step of a run may come from only one
+file.
 """
 from __future__ import annotations
 
@@ -36,8 +48,13 @@ C_UNITS = {"FLOP": 1.0, "PFLOP": 1e15}
 H_UNITS = {"hours": 1.0, "s": 1.0 / 3600.0}
 _C_COLUMNS = {"C": None, "C_FLOP": "FLOP", "C_PFLOP": "PFLOP"}
 _H_COLUMNS = {"H": None, "H_hours": "hours", "H_s": "s"}
-CSV_COLUMNS = ("run", "arch", "N", "D", *_C_COLUMNS, *_H_COLUMNS, "loss", "step")
+#: identity fields the pooling rule compares: option name (= ledger field) -> point key (= CSV column)
+POOL_FIELDS = {"dataset": "dataset", "force_mode": "force_mode", "loss": "loss_name", "val_set": "val_set"}
+_POOL_WHAT = {"dataset": "dataset fingerprint", "force_mode": "force mode", "loss": "training loss",
+              "val_set": "validation subset"}
+CSV_COLUMNS = ("run", "arch", "N", "D", *_C_COLUMNS, *_H_COLUMNS, "loss", "step", *POOL_FIELDS.values())
 NUMERIC = ("N", "D", "C", "H", "loss", "step")
+STRINGS = ("run", "arch", "src", *POOL_FIELDS.values())
 
 
 def _expand(inputs):
@@ -80,6 +97,11 @@ def _number(value, where, name):
     return x
 
 
+def _text(value):
+    """An identity field as a string ("" when absent)."""
+    return "" if value is None else str(value).strip()
+
+
 def _read_ledger(path):
     with open(path) as fh:
         text = fh.read()
@@ -103,9 +125,12 @@ def _read_ledger(path):
         if not isinstance(row, dict):
             raise ScalingInputError(f"{where}: expected a JSON object (ledger row), got {type(row).__name__}")
         rec = {k: _number(row.get(f), where, f"{f}") for k, f in LEDGER_FIELDS.items()}
+        if rec["H"] is None and row.get("device_hours") is not None:  # H: device-hours (GPU or CPU)
+            rec["H"] = _number(row.get("device_hours"), where, "device_hours")
         rec.update(run=str(row.get("run_id") or path), arch=str(row.get("arch") or "all"), src=where)
+        rec.update({key: _text(row.get(field)) for field, key in POOL_FIELDS.items()})
         rows.append(rec)
-    return rows, {"C": ("FLOP", "ledger field flops"), "H": ("hours", "ledger field gpu_hours")}
+    return rows, {"C": ("FLOP", "ledger field flops"), "H": ("hours", "ledger field device_hours / gpu_hours")}
 
 
 def _read_csv(path, c_unit, h_unit):
@@ -142,6 +167,7 @@ def _read_csv(path, c_unit, h_unit):
             for key in ("C", "H"):
                 rec.setdefault(key, None)
             rec.update(run=(r.get("run") or "").strip() or None, arch=(r.get("arch") or "").strip() or "all", src=where)
+            rec.update({key: _text(r.get(key)) for key in POOL_FIELDS.values()})
             rows.append(rec)
     return rows, units
 
@@ -157,18 +183,21 @@ def _check_units(declared):
                                     "for bare columns)")
 
 
-def load_points(inputs, c_unit=None, h_unit=None):
+def load_points(inputs, c_unit=None, h_unit=None, pool=()):
     """Read ledgers (``*.jsonl``) and CSV files (files, directories searched recursively, or globs).
 
     Returns ``(points, meta)``: points is a dict of arrays (module docstring); meta has ``files``,
     ``units`` (``{"C": "FLOP", "H": "hours"}`` as given by the inputs; values are converted to these
-    canonical units) and ``notes`` (list of strings for the report).
+    canonical units), ``notes`` (list of strings for the report) and ``identity`` (per arch, the
+    values of each pooling field). ``pool``: identity fields whose differences within an arch are
+    accepted (:func:`check_pooling`); by default none is.
     """
     c_unit = c_unit or "FLOP"
     h_unit = h_unit or "hours"
     for name, unit, table in (("c_unit", c_unit, C_UNITS), ("h_unit", h_unit, H_UNITS)):
         if unit not in table:
             raise ScalingInputError(f"{name}={unit!r}: expected one of {list(table)}")
+    pool = pool_fields(pool)
     recs, notes, declared = [], [], {"C": [], "H": []}
     files = _expand(inputs)
     for path in files:
@@ -196,11 +225,114 @@ def load_points(inputs, c_unit=None, h_unit=None):
         raise ScalingInputError(f"{files}: no data rows in any input")
     _check_units(declared)
     pts = {k: np.array([np.nan if r[k] is None else r[k] for r in recs], float) for k in NUMERIC}
-    for k in ("run", "arch", "src"):
+    for k in STRINGS:
         pts[k] = np.array([r[k] for r in recs], dtype=object)
-    meta = {"files": files, "units": {"C": "FLOP", "H": "hours"}, "notes": notes,
-            "input_units": {k: sorted({u for _, u, _ in v}) for k, v in declared.items()}}
+    check_runs(pts)
+    notes += check_pooling(pts, pool)
+    meta = {"files": files, "units": {"C": "FLOP", "H": "hours"}, "notes": notes, "pool": sorted(pool),
+            "input_units": {k: sorted({u for _, u, _ in v}) for k, v in declared.items()},
+            "identity": identity(pts)}
     return pts, meta
+
+
+def pool_fields(pool):
+    """Normalise a pooling option to a set of field names of POOL_FIELDS: None/False/() -> none;
+    True, "all" -> all; a comma-separated string or an iterable of names (``loss_name`` is accepted
+    for ``loss``)."""
+    if pool is None or pool is False:
+        return set()
+    if pool is True:
+        return set(POOL_FIELDS)
+    items = pool.split(",") if isinstance(pool, str) else list(pool)
+    out = set()
+    for item in items:
+        name = str(item).strip()
+        if not name:
+            continue
+        if name == "all":
+            out |= set(POOL_FIELDS)
+        elif name in POOL_FIELDS:
+            out.add(name)
+        elif name in POOL_FIELDS.values():
+            out.add({v: k for k, v in POOL_FIELDS.items()}[name])
+        else:
+            raise ScalingInputError(f"pool={pool!r}: unknown field {name!r}; expected 'all' or some of "
+                                    f"{list(POOL_FIELDS)}")
+    return out
+
+
+def _shown(v):
+    return repr(v) if v else "nothing (not recorded)"
+
+
+def check_pooling(pts, pool=()):
+    """The pooling rule: within one arch every run must share dataset, force mode, loss and
+    validation subset. Raises ScalingInputError naming two runs that differ (run id, file:line)
+    in a field not in ``pool``; returns notes for the fields pooled on purpose that do differ."""
+    pool = pool_fields(pool)
+    notes = []
+    if "arch" not in pts:
+        return notes
+    for arch in sorted({str(a) for a in pts["arch"]}):
+        idx = np.flatnonzero(pts["arch"] == arch)
+        for field, key in POOL_FIELDS.items():
+            if key not in pts:
+                continue
+            vals = pts[key][idx]
+            values = list(dict.fromkeys(vals.tolist()))
+            if len(values) < 2:
+                continue
+            if field in pool:
+                notes.append(f"{arch}: runs with different {_POOL_WHAT[field]}s pooled on purpose "
+                             f"(pool {field}): {', '.join(_shown(v) for v in values)}")
+                continue
+            i, j = idx[0], idx[np.flatnonzero(vals != vals[0])[0]]
+            raise ScalingInputError(
+                f"refusing to pool runs of arch {arch!r} that differ in {field} ({_POOL_WHAT[field]}): run "
+                f"{pts['run'][i]!r} ({pts['src'][i]}) has {_shown(pts[key][i])}, run {pts['run'][j]!r} "
+                f"({pts['src'][j]}) has {_shown(pts[key][j])}. The runs of one arch label are fitted as one "
+                "frontier, so they must share dataset, force mode, loss and validation subset; give them "
+                f"distinct arch labels (model.arch_name, or the study's architecture key), fit them separately, "
+                f"or pool on purpose with --pool {field} (library: pool={{'{field}'}}; study file: report: {{pool: "
+                f"[{field}]}}; 'all' pools every field)")
+    return notes
+
+
+def check_runs(pts):
+    """Rows sharing a run id within one arch are one run (a resumed run keeps its id): they must
+    agree on N, and a step of the run may come from one file only (else the same ledger was given
+    twice, or two runs share an id)."""
+    seen_n, seen_step = {}, {}
+    for i in range(len(pts["loss"])):
+        key = (pts["arch"][i], pts["run"][i])
+        n = pts["N"][i]
+        if not np.isnan(n):
+            j = seen_n.setdefault(key, i)
+            if pts["N"][j] != n:
+                raise ScalingInputError(
+                    f"{pts['src'][i]}: run {key[1]!r} of arch {key[0]!r} has N = {n:g} here but N = {pts['N'][j]:g} "
+                    f"at {pts['src'][j]}; rows with one run id are one run (one model size): give each run its own id")
+        f = pts["src"][i].rsplit(":", 1)[0]
+        j = seen_step.setdefault(key + (pts["step"][i],), i)
+        if j != i and pts["src"][j].rsplit(":", 1)[0] != f:
+            raise ScalingInputError(
+                f"{pts['src'][i]}: step {pts['step'][i]:g} of run {key[1]!r} (arch {key[0]!r}) is also at "
+                f"{pts['src'][j]}; one run's step may come from one file only (the same ledger given twice, "
+                "or two runs sharing a run id)")
+
+
+def identity(pts):
+    """{arch: {field: value, or a list of values when pooled}} over the identity fields recorded."""
+    out = {}
+    for arch in sorted({str(a) for a in pts["arch"]}):
+        m = pts["arch"] == arch
+        entry = {}
+        for field, key in POOL_FIELDS.items():
+            if key in pts:
+                values = list(dict.fromkeys(pts[key][m].tolist()))
+                entry[field] = values[0] if len(values) == 1 else values
+        out[arch] = entry
+    return out
 
 
 def _field(key):

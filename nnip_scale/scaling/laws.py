@@ -19,6 +19,7 @@ only ~10 % of a refit's time while moving bootstrap exponents by ~1e-3, so it is
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 from scipy.optimize import minimize
@@ -118,11 +119,15 @@ def fit_lse(X, loss, fix_linf=None, warm=None):
 
 
 def fit_lnd(N, D, loss, fix_linf=None, warm=None):
-    """L(N, D) fit -> {alpha, beta, A, B, L_inf, objective, theta}."""
+    """L(N, D) fit -> {alpha, beta, A, B, log_A, log_B, L_inf, objective, theta}.
+
+    ``log_A``, ``log_B`` are the fitted log coefficients themselves: with an exponent on its bound
+    A = exp(log_A) can under- or overflow (alpha = 5 at N ~ 1e4 gives log_A ~ -750, A = 0.0), so
+    :func:`allocation` works from the logs."""
     f = fit_lse(np.column_stack([N, D]), loss, fix_linf, warm)
     return {"alpha": float(f["exps"][0]), "beta": float(f["exps"][1]), "A": float(np.exp(f["logc"][0])),
-            "B": float(np.exp(f["logc"][1])), "L_inf": f["L_inf"], "objective": f["objective"],
-            "theta": f["theta"]}
+            "B": float(np.exp(f["logc"][1])), "log_A": float(f["logc"][0]), "log_B": float(f["logc"][1]),
+            "L_inf": f["L_inf"], "objective": f["objective"], "theta": f["theta"]}
 
 
 def fit_power(x, loss, fix_linf=None, warm=None):
@@ -151,22 +156,65 @@ def fit_loglog(x, loss):
             "gamma_ci95_ols": [float(-hi), float(-lo)], "r2": float(res.rsquared), "n_points": int(len(x))}
 
 
+def _log_coef(p, name):
+    """log A (or log B) of an L(N, D) result: ``log_A`` when given, else log of ``A`` (-inf for 0)."""
+    if p.get(f"log_{name}") is not None:
+        return float(p[f"log_{name}"])
+    v = float(p[name])
+    return math.log(v) if v > 0 else -math.inf
+
+
 def allocation(p, kappa=None, budget_flops=None):
-    """Compute-optimal split of L(N, D) under C = 3 kappa N D.
+    """Compute-optimal split of L(N, D) under C = 3 kappa N D, computed in log space.
 
     a = beta/(alpha+beta), b = alpha/(alpha+beta), gamma_c = alpha beta/(alpha+beta);
-    with kappa and a budget C: G = (alpha A/(beta B))^(1/(alpha+beta)), N* = G (C/3kappa)^a,
-    D* = (C/3kappa)^b / G and the predicted loss L(N*, D*).
+    with kappa and a budget C: log G = (log alpha + log A - log beta - log B)/(alpha+beta),
+    log N* = log G + a log(C/3kappa), log D* = b log(C/3kappa) - log G and the predicted loss
+    L(N*, D*) = exp(LSE(log A - alpha log N*, log B - beta log D*, log L_inf)). Nothing here
+    divides by a quantity that can underflow (A = exp(-750) is fine: only log A is used).
+
+    A quantity that is not defined for these parameters (alpha + beta = 0; alpha or beta = 0, where
+    the loss does not fall with N or D and the optimum runs off to N* -> 0 or D* -> 0; N* or D*
+    beyond the float range) is left out of the result and its reason is given in
+    ``out["undefined"] = {name: reason}``; the others are still returned.
     """
-    al, be, A, B = p["alpha"], p["beta"], p["A"], p["B"]
+    al, be = float(p["alpha"]), float(p["beta"])
+    out, undefined = {}, {}
     s = al + be
-    out = {"a": be / s, "b": al / s, "gamma_c_derived": al * be / s}
+    if s > 0 and math.isfinite(s):
+        out.update(a=be / s, b=al / s, gamma_c_derived=al * be / s)
+    else:
+        for name in ("a", "b", "gamma_c_derived"):
+            undefined[name] = f"alpha + beta = {s:g}: the split of compute between N and D is not defined"
     if kappa is not None:
         out["kappa"] = float(kappa)
     if budget_flops and kappa:
-        m = budget_flops / (3.0 * kappa)
-        G = (al * A / (be * B)) ** (1.0 / s)
-        n, d = G * m ** (be / s), m ** (al / s) / G
-        out.update(budget_flops=float(budget_flops), N_opt=float(n), D_opt=float(d),
-                   loss_opt=float(predict_lnd(p, n, d)))
+        out["budget_flops"] = float(budget_flops)
+        reason = None
+        if not (kappa > 0 and budget_flops > 0):
+            reason = f"needs kappa > 0 and a positive budget (kappa = {kappa:g}, budget = {budget_flops:g} FLOP)"
+        elif not (al > 0 and be > 0):
+            zero = "alpha" if not al > 0 else "beta"
+            reason = (f"{zero} = {al if zero == 'alpha' else be:g}: the loss does not fall with "
+                      f"{'N' if zero == 'alpha' else 'D'}, so the compute-optimal "
+                      f"{'N* -> 0' if zero == 'alpha' else 'D* -> 0'} is not defined")
+        if reason is None:
+            log_m = math.log(budget_flops) - math.log(3.0 * kappa)
+            log_g = (math.log(al) + _log_coef(p, "A") - math.log(be) - _log_coef(p, "B")) / s
+            log_n, log_d = log_g + (be / s) * log_m, (al / s) * log_m - log_g
+            if not (math.isfinite(log_n) and math.isfinite(log_d)):
+                reason = f"log N* = {log_n:g}, log D* = {log_d:g}: not finite (A or B is 0 or infinite)"
+            elif max(abs(log_n), abs(log_d)) > 700.0:
+                reason = (f"N* = 10^{log_n / math.log(10):.1f}, D* = 10^{log_d / math.log(10):.1f}: beyond the "
+                          "float range")
+        if reason is None:
+            terms = [_log_coef(p, "A") - al * log_n, _log_coef(p, "B") - be * log_d]
+            if p.get("L_inf"):
+                terms.append(math.log(float(p["L_inf"])))
+            out.update(N_opt=math.exp(log_n), D_opt=math.exp(log_d), loss_opt=float(math.exp(logsumexp(terms))))
+        else:
+            for name in ("N_opt", "D_opt", "loss_opt"):
+                undefined[name] = reason
+    if undefined:
+        out["undefined"] = undefined
     return out

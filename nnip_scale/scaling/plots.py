@@ -43,6 +43,12 @@ def _ok(entry):
     return isinstance(entry, dict) and entry and "error" not in entry
 
 
+def _power(entry):
+    """An L(C) / L(H) entry as predict_power takes it (L(H) names its parameters gamma_h, F_h)."""
+    return {"gamma": entry.get("gamma", entry.get("gamma_h")), "F": entry.get("F", entry.get("F_h")),
+            "L_inf": entry["L_inf"]}
+
+
 def _ci(entry, key):
     ci = (entry.get("ci95") or {}).get(key)
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
@@ -58,7 +64,7 @@ def _levels(values, k=4):
 
 def frontier_figure(pts, fits, law, path):
     col, xlabel, gkey = {"L_C": ("C", "training compute C [FLOP]", "γ_c"),
-                         "L_H": ("H", "GPU-hours H", "γ_h")}[law]
+                         "L_H": ("H", "device-hours H (GPU-hours on GPU runs)", "γ_h")}[law]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     drawn = False
@@ -69,12 +75,14 @@ def frontier_figure(pts, fits, law, path):
         colour = f"C{i}"
         ax.scatter(pts[col][m], pts["loss"][m], s=8, color=colour, alpha=0.3, lw=0)
         e = fit.get(law, {})
-        if _ok(e) and "gamma" in e:
+        if _ok(e) and ("gamma" in e or "gamma_h" in e):
+            name = "gamma" if "gamma" in e else "gamma_h"
             fx, fl = np.array(e["frontier"][col]), np.array(e["frontier"]["loss"])
             ax.scatter(fx, fl, s=16, color=colour, edgecolor="k", lw=0.4, zorder=3)
             x = np.geomspace(fx.min(), fx.max(), 100)
-            label = f"{arch}: {gkey}={e['gamma']:.3f}{_ci(e, 'gamma')}, L∞={e['L_inf']:.3g}"
-            ax.plot(x, predict_power(e, x), color=colour, lw=1.8, label=label)
+            flag = " ⚠" if any(f.get("quantity") == name for f in e.get("flags", [])) else ""
+            label = f"{arch}: {gkey}={e[name]:.3f}{_ci(e, name)}{flag}, L∞={e['L_inf']:.3g}"
+            ax.plot(x, predict_power(_power(e), x), color=colour, lw=1.8, label=label)
         elif isinstance(e, dict) and "frontier" in e:  # frontier only (tools/plot_frontier.py)
             fx, fl = np.array(e["frontier"][col]), np.array(e["frontier"]["loss"])
             ax.plot(fx, fl, "o-", ms=3, color=colour, lw=1.2, label=f"{arch}: frontier ({len(fx)} points)")
@@ -115,7 +123,9 @@ def lnd_figure(pts, fits, path):
                     ax.plot(xs, y, color=cmap(norm(np.log10(level))), lw=1.2)
             ax.set(xscale="log", yscale="log", xlabel=xl, ylabel="validation loss")
             ax.grid(True, which="both", alpha=0.25)
-        title = (f"{arch}: α={e['alpha']:.3f}{_ci(e, 'alpha')}, β={e['beta']:.3f}{_ci(e, 'beta')}"
+        flagged = {f.get("quantity") for f in e.get("flags", [])} if _ok(e) else set()
+        title = (f"{arch}: α={e['alpha']:.3f}{_ci(e, 'alpha')}{' ⚠' if 'alpha' in flagged else ''}, "
+                 f"β={e['beta']:.3f}{_ci(e, 'beta')}{' ⚠' if 'beta' in flagged else ''}"
                  if _ok(e) else f"{arch}: L(N, D) not fitted: {e.get('error', '')[:70]}")
         row[0].set_title(title, fontsize=8)
     fig.tight_layout()
@@ -138,11 +148,11 @@ def residual_figure(pts, fits, path):
             ax.set(xscale="log", xlabel="atoms seen D", title=f"{arch}: L(N, D) residuals (rms {np.sqrt(np.mean(r * r)):.2g})")
         else:
             ax.set_title(f"{arch}: L(N, D) not fitted", fontsize=8)
-        for ax, law, col, xl in ((row[1], "L_C", "C", "C [FLOP]"), (row[2], "L_H", "H", "GPU-hours")):
+        for ax, law, col, xl in ((row[1], "L_C", "C", "C [FLOP]"), (row[2], "L_H", "H", "device-hours")):
             e = fit.get(law, {})
             if _ok(e):
                 fx, fl = np.array(e["frontier"][col]), np.array(e["frontier"]["loss"])
-                r = np.log(fl / predict_power(e, fx))
+                r = np.log(fl / predict_power(_power(e), fx))
                 ax.scatter(fx, r, s=12, color="C0")
                 ax.set(xscale="log", xlabel=f"{xl} (frontier points)",
                        title=f"{arch}: {law} residuals (rms {np.sqrt(np.mean(r * r)):.2g})")

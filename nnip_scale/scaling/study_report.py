@@ -17,8 +17,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-#: options of the study file's ``report:`` section and their defaults (passed to write_report)
-REPORT_OPTIONS = {"drop_first": 0.05, "ema": None, "n_boot": 200, "seed": 0, "budget_flops": None, "fix_linf": None}
+#: options of the study file's ``report:`` section and their defaults (passed to write_report);
+#: ``pool``: identity fields (dataset, force_mode, loss, val_set, or all) whose differences within
+#: one architecture are pooled on purpose instead of refused (docs/scaling.md)
+REPORT_OPTIONS = {"drop_first": 0.05, "ema": None, "n_boot": 200, "seed": 0, "budget_flops": None, "fix_linf": None,
+                  "pool": None}
 
 
 def _fmt(x, spec=".3g") -> str:
@@ -38,18 +41,26 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU threads; torch {tv}"
 
 
+def _validated_on(row) -> str:
+    """'192 / 1,331 / 10' from the ledger's val_structures, val_atoms, val_groups ('–' if not recorded)."""
+    vals = [row.get(k) for k in ("val_structures", "val_atoms", "val_groups")]
+    if all(v is None for v in vals):
+        return "–"
+    return " / ".join("–" if v is None else f"{int(v):,}" for v in vals)
+
+
 def grid_table(study, finals: dict) -> list[str]:
     """One line per run: size, data seen, measured cost and the final validation metrics."""
     lines = [
         "| run | arch | width | N | LR η* (base width) | atoms seen | structures | train FLOPs | C/(N·D) | wall (s) "
-        "| val loss | force MAE (eV/Å) | energy MAE (eV/atom) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| val loss | force MAE (eV/Å) | energy MAE (eV/atom) | validated on (structures / atoms / groups) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in study.runs:
         row = finals.get(run.run_id)
         if row is None:
             lines.append(f"| {run.run_id} | {run.arch.name} | {run.width} | – | {run.arch.lr:.3g} ({run.arch.base_width}) "
-                         "| – | – | – | – | – | not finished | – | – |")
+                         "| – | – | – | – | – | not finished | – | – | – |")
             continue
         n, d, c = row.get("n_params"), row.get("atoms_seen"), row.get("flops")
         ratio = c / (n * d) if n and d and c else None
@@ -57,7 +68,8 @@ def grid_table(study, finals: dict) -> list[str]:
             f"| {run.run_id} | {run.arch.name} | {run.width} | {n:,} | {run.arch.lr:.3g} ({run.arch.base_width}) "
             f"| {d:,} | {row.get('structures_seen', 0):,} | {_fmt(c, '.3e')} | {_fmt(ratio, '.1f')} "
             f"| {_fmt(row.get('wall_s'), '.1f')} | {_fmt(row.get('val_loss'), '.4f')} "
-            f"| {_fmt(row.get('val_force_mae'), '.4f')} | {_fmt(row.get('val_energy_mae_per_atom'), '.4f')} |"
+            f"| {_fmt(row.get('val_force_mae'), '.4f')} | {_fmt(row.get('val_energy_mae_per_atom'), '.4f')} "
+            f"| {_validated_on(row)} |"
         )
     return lines
 
