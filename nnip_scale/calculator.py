@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from nnip_scale.checkpoint import load_backbone
 from nnip_scale.data.neighbors import neighbor_list
@@ -27,7 +27,8 @@ class NNIPCalculator(Calculator):
         dtype: float dtype of the computation (``torch.float64`` for tight MD energy conservation).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    #: what every model computes; ``stress`` is added per instance for models that compute it
+    implemented_properties = ["energy", "free_energy", "energies", "forces"]
 
     def __init__(self, model: PotentialModel, device: str | torch.device = "cpu", dtype=torch.float32, **kwargs):
         super().__init__(**kwargs)
@@ -35,6 +36,10 @@ class NNIPCalculator(Calculator):
         self.dtype = dtype
         self.model = model.to(self.device, dtype).eval()
         self.cutoff = float(model.cutoff)
+        # per model: ASE raises PropertyNotImplementedError for anything not listed (filters, writers
+        # and optimisers catch that), so a direct-force model does not claim stress
+        self.implemented_properties = list(type(self).implemented_properties) + (
+            ["stress"] if getattr(model, "compute_stress", False) else [])
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "cpu", dtype=torch.float32, **kwargs):
@@ -71,11 +76,10 @@ class NNIPCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         batch = self._batch(self.atoms)
-        wants_stress = "stress" in properties
-        if wants_stress and not (self.model.compute_stress and self.atoms.pbc.any()):
-            raise ValueError(
-                "stress was asked for but this model does not compute it; expected a conservative "
-                "model with compute_stress=True and a periodic structure"
+        if "stress" in properties and not self.atoms.pbc.any():
+            raise PropertyNotImplementedError(
+                "stress was asked for a non-periodic structure; expected a periodic cell (stress is "
+                "−(1/V)·∂E/∂ε and a molecule has no volume)"
             )
         with torch.no_grad():
             out = self.model(batch)
@@ -83,6 +87,7 @@ class NNIPCalculator(Calculator):
         self.results = {
             "energy": energy,
             "free_energy": energy,
+            "energies": out["energies"].detach().cpu().double().numpy(),
             "forces": out["forces"].detach().cpu().double().numpy(),
         }
         if "stress" in out and self.atoms.pbc.any():

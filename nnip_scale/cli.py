@@ -5,6 +5,7 @@ dotted overrides such as ``--model.backbone.init_args.width 128``); ``nnip-scale
 generates and checks the built-in datasets.
 """
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ def _safe_checkpoint_cli():
     from nnip_scale.checkpoint import CheckpointError, check_checkpoint
 
     class SafeCheckpointCLI(LightningCLI):
+
         def _parse_ckpt_path(self) -> None:
             subcommand = self.config.get("subcommand")
             section = self.config.get(subcommand) if subcommand else None
@@ -55,11 +57,93 @@ def _safe_checkpoint_cli():
                     raise CheckpointError(f"{ckpt_path}: --weights_only false was asked; nnip-scale reads checkpoints "
                                           f"with weights_only=True only (loading a checkpoint must not run code)")
                 section["weights_only"] = True
-                if Path(ckpt_path).is_file():  # "last"/"best" name files Lightning wrote in this run
+                if Path(ckpt_path).is_file():
                     check_checkpoint(ckpt_path, self.model_class)
+                elif str(ckpt_path) not in ("last", "best", "hpc") and not str(ckpt_path).startswith("registry"):
+                    # checked here, before the data are set up ("last"/"best" name files of this run)
+                    raise FileNotFoundError(f"{ckpt_path}: no such checkpoint file (--ckpt_path)")
             super()._parse_ckpt_path()
 
     return SafeCheckpointCLI
+
+
+_ARGS: list[str] = []  # the arguments of the running CLI (for error messages naming config files)
+
+
+def _tool_parser_class():
+    """LightningCLI's parser, except that an argument or config error is one line naming the
+    offending key, the config file that holds it and the closest valid key, instead of a usage dump
+    (``NNIP_SCALE_DEBUG=1`` restores jsonargparse's own handling)."""
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    class ToolParser(LightningArgumentParser):
+        def error(self, message: str, ex: Exception | None = None):
+            if not self.exit_on_error or os.environ.get("NNIP_SCALE_DEBUG", "") not in ("", "0"):
+                return super().error(message, ex)
+            parser = getattr(ex, "subcommand_parser", None) or self
+            sub = _ARGS[0] if _ARGS and not _ARGS[0].startswith("-") else ""
+            prog = f"nnip-scale {sub}".strip()
+            lines = [f"{prog}: error: {_one_line(message)}"]
+            lines += _key_hints(parser, message)
+            lines.append(f"({prog} --help lists every option)")
+            sys.stderr.write("\n".join(lines) + "\n")
+            self.exit(2)
+
+    return ToolParser
+
+
+def _key_hints(parser, message: str) -> list[str]:
+    """'did you mean' and 'found in FILE' lines for the unknown keys named in ``message``."""
+    import difflib
+    import re
+
+    import yaml
+
+    from nnip_scale.models.registry import registered_model
+
+    valid = sorted({opt[2:] for a in parser._actions for opt in a.option_strings if opt.startswith("--")})
+    unknown: list[tuple[str, list[str]]] = []
+    for key in re.findall(r"does not accept (?:option|nested key) '([^']+)'", message):
+        unknown.append((key, valid))
+    for token in re.findall(r"unrecognized arguments: (.*)", message):
+        unknown += [(t[2:].split("=")[0], valid) for t in token.split() if t.startswith("--")]
+    nested = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\'.*?Option \'([^\']+)\' is not accepted', message, re.S)
+    if nested:
+        prefix, class_path, option = nested.groups()
+        cls = registered_model(class_path)
+        params = list(inspect.signature(cls).parameters) if cls is not None else []
+        unknown.append((f"{prefix}.init_args.{option}", [f"{prefix}.init_args.{p}" for p in params]))
+    hints = []
+    for key, candidates in unknown:
+        short = key.split(".")[-1]
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6) or [
+            c for c in candidates if difflib.get_close_matches(short, [c.split(".")[-1]], n=1, cutoff=0.75)][:1]
+        where = [f for f in _config_files() if _yaml_has(f, key, yaml)]
+        hint = f"  {key!r}" + (f" (in {', '.join(where)})" if where else "")
+        hints.append(hint + (f": did you mean {close[0]!r}?" if close else ": no similar key"))
+    return hints
+
+
+def _config_files() -> list[str]:
+    args = _ARGS or sys.argv[1:]
+    files = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    files += [args[k + 1] for k, a in enumerate(args[:-1]) if a == "--config"]
+    return files
+
+
+def _yaml_has(path: str, dotted: str, yaml) -> bool:
+    try:
+        node = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and part == "init_args" and "init_args" not in node:
+            continue
+        else:
+            return False
+    return True
 
 
 def _run_folder_save_config():
@@ -91,6 +175,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from nnip_scale.data import AtomsDataModule
     from nnip_scale.training import NNIPModule
 
+    _ARGS[:] = list(sys.argv[1:] if args is None else args)
     return _safe_checkpoint_cli()(
         NNIPModule,
         AtomsDataModule,
@@ -99,14 +184,16 @@ def build_cli(args: list[str] | None, run: bool = True):
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
         save_config_callback=_run_folder_save_config(),
+        parser_class=_tool_parser_class(),
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0
+def _one_line(err: BaseException) -> str:
+    """An error message on one line (nested jsonargparse messages are indented blocks)."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def _dispatch(args: list[str], from_argv: bool) -> int:
     if args[0] == "data":
         from nnip_scale.data.generate.cli import main as data_main
 
@@ -117,8 +204,32 @@ def main(argv: list[str] | None = None) -> int:
 
         return study_main(args[1:], report=write_study_report)
     # from the command line LightningCLI reads sys.argv itself (and DDP relaunches the ranks with it)
-    build_cli(None if argv is None else args)
+    build_cli(None if from_argv else args)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script. The project's own errors (bad data, model, checkpoint, study or
+    scaling input: ``ValueError`` and its subclasses, missing files) end as one line,
+    ``nnip-scale <cmd>: error: <message>``, with exit code 2; ``NNIP_SCALE_DEBUG=1`` re-raises them
+    with the traceback. Ctrl-C ends with exit code 130 and says how to resume."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    cmd = args[0]
+    try:
+        return _dispatch(args, from_argv=argv is None)
+    except KeyboardInterrupt:
+        resume = " — rerun the same command to resume" if cmd in ("fit", "study") else ""
+        sys.stderr.write(f"nnip-scale {cmd}: interrupted{resume}\n")
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        if os.environ.get("NNIP_SCALE_DEBUG", "") not in ("", "0"):
+            raise
+        sys.stderr.write(f"nnip-scale {cmd}: error: {_one_line(err)}\n"
+                         f"(NNIP_SCALE_DEBUG=1 shows the traceback)\n")
+        return 2
 
 
 if __name__ == "__main__":

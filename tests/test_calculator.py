@@ -5,6 +5,7 @@ import pytest
 import torch
 from ase import units
 from ase.build import bulk, molecule
+from ase.calculators.calculator import PropertyNotImplementedError
 from ase.md.verlet import VelocityVerlet
 
 from batch_utils import FakeStats
@@ -61,8 +62,24 @@ def test_unknown_element_and_missing_stress_are_clear_errors():
         atoms.get_potential_energy()
     cu = bulk("Cu", "fcc", a=3.6)
     cu.calc = calc
-    with pytest.raises(ValueError, match="stress was asked for but this model does not compute it"):
+    assert "stress" not in calc.implemented_properties
+    with pytest.raises(PropertyNotImplementedError):  # ASE's own error: filters and writers catch it
         cu.get_stress()
+    stress_calc = NNIPCalculator(conservative_model(stress=True), dtype=torch.float64)
+    assert "stress" in stress_calc.implemented_properties
+    water = molecule("H2O")
+    water.calc = stress_calc
+    with pytest.raises(PropertyNotImplementedError, match="non-periodic structure"):
+        water.get_stress()
+
+
+def test_per_atom_energies_sum_to_the_energy():
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = NNIPCalculator(conservative_model(), dtype=torch.float64)
+    energies = atoms.get_potential_energies()
+    assert energies.shape == (len(atoms),)
+    assert energies.sum() == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
+    assert len(set(np.round(energies, 8))) > 1  # not one value spread evenly
 
 
 def test_load_backbone_errors(tmp_path):

@@ -92,10 +92,12 @@ def test_empty_file_and_empty_split(tmp_path):
     with pytest.raises(DataError) as e:
         read_all(tmp_path / "empty.extxyz")
     assert str(e.value) == f"{tmp_path / 'empty.extxyz'}: the file holds no structures; expected at least one structure"
+    train, val, test = split_by_group(np.array([0, 0, 1, 1]), 0.1, 0.1, source="d.extxyz")
+    assert len(train) == len(val) == 2 and len(test) == 0  # fit does not need a test split; `test` refuses it
     with pytest.raises(DataError) as e:
-        split_by_group(np.array([0, 0, 1, 1]), 0.1, 0.1, source="d.extxyz")
-    assert str(e.value) == ("d.extxyz: an empty test split (4 structures in 2 groups); expected enough groups for a "
-                            "non-empty test split (lower the other fractions or add data)")
+        split_by_group(np.array([0, 0, 1, 1]), 0.6, 0.1, source="d.extxyz")
+    assert str(e.value) == ("d.extxyz: an empty training split (4 structures in 2 groups); expected val_fraction + "
+                            "test_fraction below 1 − 0.5 (one group's share) or more data")
 
 
 def test_subset_larger_than_data(tmp_path):

@@ -132,7 +132,7 @@ def _write(out: Path, files: Sequence[Path], options: ReaderOptions, key: str, m
     group_ids: dict[str, int] = {}
     for sid, f in enumerate(files):
         for s in read_structures(f, options):
-            validate_structure(s, min_distance)
+            validate_structure(s, min_distance, labels=options.labels)
             per_atom["numbers"].append(s.numbers)
             per_atom["positions"].append(s.positions)
             per_atom["forces"].append(s.forces)

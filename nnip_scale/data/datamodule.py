@@ -7,6 +7,7 @@ tries to wrap the custom batch sampler).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from pathlib import Path
@@ -27,6 +28,12 @@ from .structure import DataError
 Sources = str | list[str]
 
 
+def _describe(sources: Sources) -> str:
+    """The dataset as the user named it (``builtin:molecules-demo``, a directory, a list), for
+    errors about the dataset as a whole (a file-level error names the file and the record)."""
+    return str(sources) if isinstance(sources, str) else ", ".join(map(str, sources))
+
+
 class AtomsDataModule(lightning.LightningDataModule):
     """Train/val/test data from extxyz / ASE db / aselmdb files, directories, globs or ``builtin:NAME``.
 
@@ -34,6 +41,8 @@ class AtomsDataModule(lightning.LightningDataModule):
         train: training source(s): a file, directory, glob, ``builtin:NAME`` or a list of those.
         val: explicit validation source(s); when None, ``val_fraction`` of the training groups.
         test: explicit test source(s); when None, ``test_fraction`` of the training groups.
+        predict: structures to predict on (``nnip-scale predict``): any format the readers take,
+            no energies or forces needed; None: the test split (else the validation split).
         val_fraction: fraction of training structures (whole groups) held out for validation.
         test_fraction: fraction of training structures (whole groups) held out for testing.
         split_seed: seed of the group split.
@@ -67,6 +76,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         train: Sources,
         val: Sources | None = None,
         test: Sources | None = None,
+        predict: Sources | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
@@ -94,9 +104,13 @@ class AtomsDataModule(lightning.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.train_sources, self.val_sources, self.test_sources = train, val, test
+        self.predict_sources = predict
+        self._predict_dataset: AtomsDataset | None = None
         self.val_fraction = 0.0 if val is not None else float(val_fraction)
         self.test_fraction = 0.0 if test is not None else float(test_fraction)
         self.split_seed, self.cutoff = split_seed, float(cutoff)
+        if isinstance(subset, float) and subset > 1 and subset.is_integer():
+            subset = int(subset)  # "--data.subset 1000" arrives as 1000.0 through int | float: a count
         self.subset, self.subset_atoms, self.subset_seed = subset, subset_atoms, subset_seed
         if val_subset is not None and val_subset_atoms is not None:
             raise ValueError("give the validation subset as val_subset (structures) or val_subset_atoms, not both")
@@ -128,9 +142,13 @@ class AtomsDataModule(lightning.LightningDataModule):
             return
         data = self._load(self.train_sources)
         train, val, test = split_by_group(np.asarray(data.group_id), self.val_fraction, self.test_fraction,
-                                          self.split_seed, source=data.sources[0])
+                                          self.split_seed, source=_describe(self.train_sources))
+        if self.test_fraction > 0 and len(test) == 0:
+            warnings.warn(f"{_describe(self.train_sources)}: test_fraction={self.test_fraction} left the test split empty "
+                          f"({len(np.unique(data.group_id))} groups); fit and validate do not need it, `nnip-scale test` "
+                          f"would refuse it (raise data.test_fraction or give data.test)", stacklevel=2)
         self.train_subset = nested_subset(train, data.num_atoms[train], size=self.subset, atoms=self.subset_atoms,
-                                          seed=self.subset_seed, source=data.sources[0])
+                                          seed=self.subset_seed, source=_describe(self.train_sources))
         val_data = self._load(self.val_sources) if self.val_sources is not None else data
         test_data = self._load(self.test_sources) if self.test_sources is not None else data
         if self.val_sources is not None:
@@ -138,7 +156,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         if self.val_subset is not None or self.val_subset_atoms is not None:
             val = stratified_subset(val, np.asarray(val_data.group_id)[val], val_data.num_atoms[val],
                                     structures=self.val_subset, atoms=self.val_subset_atoms,
-                                    seed=self.val_subset_seed, source=f"{val_data.sources[0]} (validation split)")
+                                    seed=self.val_subset_seed, source=f"{_describe(self.val_sources or self.train_sources)} (validation split)")
         self._datasets = {
             "train": AtomsDataset(data, np.sort(self.train_subset.indices), self.cutoff),
             "val": AtomsDataset(val_data, val, self.cutoff),
@@ -229,8 +247,9 @@ class AtomsDataModule(lightning.LightningDataModule):
                                   "stratified subset" if (self.val_subset or self.val_subset_atoms) else "whole split")}
 
     def split_elements(self, split: str) -> set[int]:
-        """Atomic numbers present in a split (``train``, ``val``, ``test``)."""
-        ds = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
+        """Atomic numbers present in a split (``train``, ``val``, ``test``, ``predict``)."""
+        ds = {"train": lambda: self.train_dataset, "val": lambda: self.val_dataset, "test": lambda: self.test_dataset,
+              "predict": lambda: self.predict_dataset}[split]()
         d = ds.data
         chosen = np.zeros(len(d), dtype=bool)
         chosen[ds.indices] = True
@@ -300,10 +319,24 @@ class AtomsDataModule(lightning.LightningDataModule):
     def test_dataloader(self):
         self.setup()
         if len(self.test_dataset) == 0:
-            raise DataError(str(self.train_sources), None, "an empty test split",
-                            "test_fraction > 0 or an explicit test source")
+            raise DataError(_describe(self.train_sources), None,
+                            f"an empty test split (test_fraction={self.test_fraction})",
+                            "a test_fraction of at least one group's share of the data, or an explicit data.test source")
         return self._loader(self.test_dataset, shuffle=False)
 
+    @property
+    def predict_dataset(self) -> AtomsDataset:
+        """``predict`` read without labels (all of it, in file order), else the test split (else the
+        validation split) of the training data."""
+        if self._predict_dataset is None:
+            if self.predict_sources is not None:
+                data = load_or_build(self.predict_sources, dataclasses.replace(self.options, labels=False),
+                                     self.cache_dir, builtin_root=self.builtin_root)
+                self._predict_dataset = AtomsDataset(data, None, self.cutoff)
+            else:
+                self.setup()
+                self._predict_dataset = self.test_dataset if len(self.test_dataset) else self.val_dataset
+        return self._predict_dataset
+
     def predict_dataloader(self):
-        self.setup()
-        return self._loader(self.test_dataset if len(self.test_dataset) else self.val_dataset, shuffle=False)
+        return self._loader(self.predict_dataset, shuffle=False)

@@ -36,6 +36,8 @@ class ReaderOptions:
     group_key: str = "group"
     charge_key: str = "charge"
     spin_key: str = "spin"
+    #: False: structures without energy/forces are read (as NaN), for prediction on new structures
+    labels: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -160,10 +162,14 @@ def _from_atoms(atoms, path: str, index: int, opt: ReaderOptions, extra: dict) -
     results = dict(atoms.calc.results) if atoms.calc is not None and hasattr(atoms.calc, "results") else {}
     info = atoms.info
     energy = _lookup(opt.energy_key, results, info, extra)
+    if energy is None and not opt.labels:
+        energy = float("nan")
     if energy is None:
         raise DataError(path, index, "no energy found",
                         f"a total energy (eV) under '{opt.energy_key}' in the calculator results or atoms.info")
     forces = _lookup(opt.forces_key, results, atoms.arrays, extra)
+    if forces is None and not opt.labels:
+        forces = np.full((len(atoms), 3), np.nan)
     if forces is None:
         raise DataError(path, index, "no forces found",
                         f"per-atom forces (eV/Å) in the '{opt.forces_key}' array or a calculator result")

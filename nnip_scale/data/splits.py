@@ -17,8 +17,9 @@ def split_by_group(group_ids: np.ndarray, val_fraction: float = 0.1, test_fracti
     than ``val_fraction`` of all structures precede it, then to test while fewer than
     ``val_fraction + test_fraction`` precede it, the rest to train (so val holds at least its
     fraction and val + test at least theirs, each overshooting by less than one group).
-    A fraction of 0 gives an empty split; a positive fraction that ends up empty, or an empty
-    train split, is a :class:`DataError`. Returns sorted int64 index arrays.
+    A fraction of 0 gives an empty split; an empty train split is a :class:`DataError` (an empty
+    test split is returned: only ``test`` needs it, and refuses it there). Returns sorted int64
+    index arrays.
     """
     group_ids = np.asarray(group_ids, dtype=np.int64)
     n = len(group_ids)
@@ -40,10 +41,11 @@ def split_by_group(group_ids: np.ndarray, val_fraction: float = 0.1, test_fracti
     label[order] = label_sorted
     per_structure = label[inverse]
     train, val, test = (np.nonzero(per_structure == k)[0] for k in (0, 1, 2))
-    for name, idx, f in (("train", train, 1.0), ("validation", val, val_fraction), ("test", test, test_fraction)):
-        if f > 0 and len(idx) == 0:
-            raise DataError(source, None, f"an empty {name} split ({n} structures in {len(uniq)} groups)",
-                            f"enough groups for a non-empty {name} split (lower the other fractions or add data)")
+    share = 1.0 / len(uniq)
+    if len(train) == 0:
+        raise DataError(source, None, f"an empty training split ({n} structures in {len(uniq)} groups)",
+                        f"val_fraction + test_fraction below 1 − {share:.3g} (one group's share) or more data")
+    # a positive val_fraction always gets the first group of the walk; an empty test split is not an error here: fit never uses it; `test` refuses it (datamodule)
     return train, val, test
 
 

@@ -10,9 +10,10 @@ from .structure import DataError, Structure
 MIN_DISTANCE = 0.1  # Å: two atoms closer than this are a data error
 
 
-def validate_structure(s: Structure, min_distance: float = MIN_DISTANCE) -> None:
+def validate_structure(s: Structure, min_distance: float = MIN_DISTANCE, labels: bool = True) -> None:
     """Raise :class:`DataError` for empty structures, non-finite values, a periodic structure
-    without a valid cell, or two atoms (periodic images included) closer than ``min_distance``."""
+    without a valid cell, or two atoms (periodic images included) closer than ``min_distance``.
+    ``labels=False`` (structures to predict on) accepts missing (NaN) energies, forces and stress."""
     src, idx = s.source, s.index
     n = s.n_atoms
     if n == 0:
@@ -24,11 +25,11 @@ def validate_structure(s: Structure, min_distance: float = MIN_DISTANCE) -> None
         raise DataError(src, idx, f"atomic number {bad}", "atomic numbers between 1 and 118")
     if not np.isfinite(s.positions).all():
         raise DataError(src, idx, "non-finite (NaN or infinite) coordinates", "finite positions in Å")
-    if not np.isfinite(s.energy):
+    if labels and not np.isfinite(s.energy):
         raise DataError(src, idx, f"non-finite energy ({s.energy})", "a finite total energy in eV")
-    if not np.isfinite(s.forces).all():
+    if labels and not np.isfinite(s.forces).all():
         raise DataError(src, idx, "non-finite (NaN or infinite) forces", "finite forces in eV/Å")
-    if s.stress is not None and not np.isfinite(s.stress).all():
+    if labels and s.stress is not None and not np.isfinite(s.stress).all():
         raise DataError(src, idx, "non-finite stress", "a finite stress in eV/Å³")
     if not np.isfinite(s.cell).all():
         raise DataError(src, idx, "non-finite cell", "a finite cell in Å")

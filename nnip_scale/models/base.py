@@ -175,7 +175,7 @@ class PotentialModel(nn.Module, abc.ABC):
             energy = scatter_sum(
                 atom_energy.unsqueeze(-1), batch["batch"], n_structures, backend=self.backend
             ).squeeze(-1)
-            out = {"energy": energy}
+            out = {"energy": energy, "energies": atom_energy}  # energies: per atom (eV), Σ = energy
             if conservative:
                 inputs = [positions] if strain is None else [positions, strain]
                 grads = torch.autograd.grad(

@@ -168,8 +168,7 @@ def _fit_in_worker(args: list[str], log_file: str) -> int:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         try:
-            main(["fit", *args])
-            rc = 0
+            rc = main(["fit", *args])  # the project's own errors come back as exit code 2
         except SystemExit as err:  # LightningCLI's argument errors exit
             rc = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
             if err.code not in (None, 0) and not isinstance(err.code, int):

@@ -6,13 +6,15 @@ import warnings
 from typing import Any, Literal
 
 import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
+from nnip_scale.models.base import PotentialModel, element_symbol
 from nnip_scale.models.registry import class_path
-from nnip_scale.models.base import element_symbol
 from nnip_scale.training.callbacks import ThroughputLogger, ValidateAtEnd
+from nnip_scale.training.predict import PredictionWriter
 from nnip_scale.training.ledger import ComputeLedger
 from nnip_scale.training.loss import EnergyForceLoss, LossName
 from nnip_scale.training.metrics import EnergyForceMetrics
@@ -25,7 +27,8 @@ class NNIPModule(L.LightningModule):
     """Trains an interatomic potential on energies and forces.
 
     Args:
-        backbone: the model (``class_path``/``init_args`` in YAML), e.g. ``nnip_scale.models.MPNN``.
+        backbone: the model: a :class:`PotentialModel` (``class_path``/``init_args`` in YAML, or a
+            short name: ``--model.backbone MACE``), e.g. ``nnip_scale.models.MPNN``.
         loss: ``mae_l2`` (paper: per-atom energy MAE + mean per-atom force L2 norm), ``mse``, ``huber``.
         energy_weight: λ_e.
         force_weight: λ_f.
@@ -59,7 +62,7 @@ class NNIPModule(L.LightningModule):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: PotentialModel,
         loss: LossName = "mae_l2",
         energy_weight: float = 1.0,
         force_weight: float = 1.0,
@@ -130,9 +133,9 @@ class NNIPModule(L.LightningModule):
         if not unseen:
             return
         names = ", ".join(f"{element_symbol(z)} (Z={z})" for z in unseen)
-        where = {"val": "validation", "test": "test"}[split]
+        where = {"val": "validation", "test": "test", "predict": "prediction"}[split]
         trained = ", ".join(element_symbol(int(z)) for z in torch.nonzero(known).flatten())
-        if self.hparams.unseen_elements == "error":
+        if self.hparams.unseen_elements == "error" or split == "predict":
             raise ValueError(
                 f"the {where} data contain element(s) {names} that the model was never trained on (it knows "
                 f"{trained}); its metrics there would be meaningless. Expected {where} data with trained elements "
@@ -187,6 +190,8 @@ class NNIPModule(L.LightningModule):
             callbacks.append(ComputeLedger())
         if not any(isinstance(c, ValidateAtEnd) for c in self.trainer.callbacks):
             callbacks.append(ValidateAtEnd())
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            callbacks.append(PredictionWriter())
         return callbacks
 
     def run_identity(self) -> dict:
@@ -321,6 +326,14 @@ class NNIPModule(L.LightningModule):
 
     def on_test_start(self) -> None:
         self._check_elements("test")
+
+    def on_predict_start(self) -> None:
+        self._check_elements("predict")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The model's predictions for the batch (energy, per-atom energies, forces; stress where
+        the model computes it); ``PredictionWriter`` writes them with their structures."""
+        return {k: v.detach() for k, v in self.backbone(batch).items()}
 
     def on_train_epoch_end(self) -> None:
         self._optimizer_mode(train=False)
