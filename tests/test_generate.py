@@ -158,3 +158,26 @@ def test_cli_list_generate_check(alloy_tiny, tmp_path, capsys):
     assert main(["generate", "proteins"]) == 2
     with pytest.raises(ValueError, match=r"unknown builtin dataset 'foo': expected one of"):
         ensure_builtin("foo", root=tmp_path)
+
+
+def test_builtin_data_folder_is_resolved_once_and_said(tmp_path, monkeypatch, capsys):
+    from nnip_scale.data.generate import ensure_builtin, resolve_root, user_data_dir
+
+    monkeypatch.delenv("NNIP_SCALE_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert user_data_dir() == tmp_path / "cache" / "nnip-scale" / "data"
+    assert resolve_root("molecules-tiny") == (user_data_dir(), "the user data directory; set NNIP_SCALE_DATA to use another")
+    (elsewhere / "data" / "molecules-tiny").mkdir(parents=True)  # a checkout that generated it in ./data
+    assert resolve_root("molecules-tiny")[0].resolve() == elsewhere / "data"
+    assert resolve_root("molecules-tiny")[1] == "found in ./data of the working directory"
+    monkeypatch.setenv("NNIP_SCALE_DATA", str(tmp_path / "mine"))
+    assert resolve_root("molecules-tiny") == (tmp_path / "mine", "from $NNIP_SCALE_DATA")
+    # a complete dataset: one line says where it is read from and why
+    done = tmp_path / "mine" / "alloys-tiny"
+    done.mkdir(parents=True)
+    (done / "manifest.json").write_text("{}")
+    assert ensure_builtin("alloys-tiny") == done
+    assert capsys.readouterr().err.strip() == f"nnip-scale: builtin:alloys-tiny: reading {done.resolve()} (from $NNIP_SCALE_DATA)"

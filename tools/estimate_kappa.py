@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     import torch
 
     from nnip_scale.data import AtomsDataModule
+    from nnip_scale.scaling.plots import arch_style
     from nnip_scale.training.kappa import build_model, fit_kappa, measure_point
 
     torch.manual_seed(0)
@@ -89,11 +90,11 @@ def main(argv=None) -> int:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for k, (arch, r) in enumerate(results.items()):
-        color = f"C{k}"
+        color, marker = arch_style(k)
         N = [pt["n_params"] for pt in r["points"]]
-        ax1.loglog(N, [pt["fwd_flops_per_atom"] for pt in r["points"]], "o", color=color, label=f"{arch} (κ = {r['kappa']:.2f})")
+        ax1.loglog(N, [pt["fwd_flops_per_atom"] for pt in r["points"]], marker, color=color, label=f"{arch} (κ = {r['kappa']:.2f})")
         ax1.loglog(N, [r["kappa"] * n for n in N], "-", color=color, alpha=0.5)
-        ax2.semilogx(N, [pt["train_over_fwd"] for pt in r["points"]], "o-", color=color, label=arch)
+        ax2.semilogx(N, [pt["train_over_fwd"] for pt in r["points"]], "-", marker=marker, color=color, label=arch)
     ax1.set(xlabel="parameters N", ylabel="forward FLOPs per atom", title="C_fwd / D = κ·N")
     ax2.axhline(3.0, color="k", ls="--", lw=1, label="3 (assumed by C = 3κND)")
     ratios = [pt["train_over_fwd"] for r in results.values() for pt in r["points"]] + [3.0]

@@ -39,6 +39,71 @@ def save_atomic(fig, path, dpi=80):
     _plt().close(fig)
 
 
+#: a qualitative, colour-blind-safe palette (Okabe & Ito) with a marker per architecture, so two
+#: architectures are told apart by hue and by shape (and in grey print)
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def arch_style(i):
+    """(colour, marker) of the i-th architecture of a figure (the same order in every figure)."""
+    return PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
+
+
+def readable_log_axis(ax, which, values):
+    """Tick labels that do not collide on a log axis: where fewer than two powers of ten fall in the
+    view (they would label one tick or none), a few round decimal ticks evenly spaced in log (0.95, 1,
+    1.2, 1.5) and no minor labels; otherwise powers of ten with unlabelled minor ticks. ``which``
+    is ``"x"`` or ``"y"``."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatterSciNotation, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    axis.set_minor_formatter(NullFormatter())
+    if len(v) == 0:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    view = ax.get_xlim() if which == "x" else ax.get_ylim()  # ticks over what is shown, not just the data
+    if min(view) > 0:
+        lo, hi = min(lo, *view), max(hi, *view)
+    powers_inside = int(np.floor(np.log10(hi))) - int(np.ceil(np.log10(lo))) + 1
+    if powers_inside >= 2:  # at least two powers of ten to label it
+        axis.set_major_formatter(LogFormatterSciNotation())
+        return
+    wide = lo < 1e-3 or hi >= 1e5  # labels in mantissa × 10^k are wider: fewer of them
+    ticks = _nice_ticks(lo, hi, most=4 if wide else 5)
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: _plain_label(x)))
+
+
+def _plain_label(x):
+    """20000 -> '20000', 0.95 -> '0.95', 2.5e10 -> '2.5×10¹⁰' (mathtext)."""
+    if x <= 0 or 1e-3 <= x < 1e5:
+        return f"{x:.6g}"
+    k = int(np.floor(np.log10(x)))
+    return rf"${x / 10.0 ** k:.3g}\times10^{{{k}}}$"
+
+
+def _nice_ticks(lo, hi, most=5):
+    """Round numbers between lo and hi, evenly spaced in log so labels never crowd one end: for each
+    of ``most`` log-spaced targets the nearest of 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k (or of
+    all two-digit mantissas when fewer than three of those fall inside), duplicates dropped."""
+    def inside(mantissas):
+        k0, k1 = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+        return np.array(sorted({round(m * 10.0 ** k, 12) for k in range(k0, k1 + 1) for m in mantissas
+                                if lo <= m * 10.0 ** k <= hi}))
+
+    cands = inside((1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0))
+    if len(cands) < 3:
+        cands = inside(np.round(np.arange(1.0, 10.0, 0.1), 1))
+    if len(cands) < 2:
+        return [float(f"{lo:.3g}"), float(f"{hi:.3g}")]
+    targets = np.geomspace(lo, hi, most)
+    picked = {float(cands[np.argmin(np.abs(np.log(cands) - np.log(t)))]) for t in targets}
+    return sorted(picked)
+
+
 def _ok(entry):
     return isinstance(entry, dict) and entry and "error" not in entry
 
@@ -67,30 +132,36 @@ def frontier_figure(pts, fits, law, path):
                          "L_H": ("H", "device-hours H (GPU-hours on GPU runs)", "γ_h")}[law]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    drawn = False
+    drawn = fitted = False
+    shown = np.zeros(len(pts["loss"]), dtype=bool)
     for i, (arch, fit) in enumerate(fits.items()):
         m = (pts["arch"] == arch) & np.isfinite(pts[col]) & (pts[col] > 0)
         if not m.any():
             continue
-        colour = f"C{i}"
-        ax.scatter(pts[col][m], pts["loss"][m], s=8, color=colour, alpha=0.3, lw=0)
+        shown |= m
+        colour, marker = arch_style(i)
+        ax.scatter(pts[col][m], pts["loss"][m], s=8, color=colour, marker=marker, alpha=0.3, lw=0)
         e = fit.get(law, {})
         if _ok(e) and ("gamma" in e or "gamma_h" in e):
             name = "gamma" if "gamma" in e else "gamma_h"
             fx, fl = np.array(e["frontier"][col]), np.array(e["frontier"]["loss"])
-            ax.scatter(fx, fl, s=16, color=colour, edgecolor="k", lw=0.4, zorder=3)
+            ax.scatter(fx, fl, s=22, color=colour, marker=marker, edgecolor="k", lw=0.4, zorder=3)
             x = np.geomspace(fx.min(), fx.max(), 100)
             flag = " ⚠" if any(f.get("quantity") == name for f in e.get("flags", [])) else ""
             label = f"{arch}: {gkey}={e[name]:.3f}{_ci(e, name)}{flag}, L∞={e['L_inf']:.3g}"
             ax.plot(x, predict_power(_power(e), x), color=colour, lw=1.8, label=label)
+            fitted = True
         elif isinstance(e, dict) and "frontier" in e:  # frontier only (tools/plot_frontier.py)
             fx, fl = np.array(e["frontier"][col]), np.array(e["frontier"]["loss"])
-            ax.plot(fx, fl, "o-", ms=3, color=colour, lw=1.2, label=f"{arch}: frontier ({len(fx)} points)")
+            ax.plot(fx, fl, "-", marker=marker, ms=4, color=colour, lw=1.2, label=f"{arch}: frontier ({len(fx)} points)")
         else:
             ax.plot([], [], color=colour, label=f"{arch}: {law} not fitted")
         drawn = True
+    kind = "FLOPs" if law == "L_C" else "device-time"
     ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="validation loss",
-           title=f"{'FLOPs' if law == 'L_C' else 'train-time'}-optimal frontier and fitted {law.replace('_', '(')})")
+           title=f"{kind}-optimal frontier" + (f" and fitted {law.replace('_', '(')})" if fitted else ""))
+    readable_log_axis(ax, "x", pts[col][shown])
+    readable_log_axis(ax, "y", pts["loss"][shown])
     ax.grid(True, which="both", alpha=0.25)
     if drawn:
         ax.legend(fontsize=7)
@@ -122,6 +193,8 @@ def lnd_figure(pts, fits, path):
                     y = predict_lnd(e, xs, level) if x is N else predict_lnd(e, level, xs)
                     ax.plot(xs, y, color=cmap(norm(np.log10(level))), lw=1.2)
             ax.set(xscale="log", yscale="log", xlabel=xl, ylabel="validation loss")
+            readable_log_axis(ax, "x", x[ok])
+            readable_log_axis(ax, "y", L[ok])
             ax.grid(True, which="both", alpha=0.25)
         flagged = {f.get("quantity") for f in e.get("flags", [])} if _ok(e) else set()
         title = (f"{arch}: α={e['alpha']:.3f}{_ci(e, 'alpha')}{' ⚠' if 'alpha' in flagged else ''}, "
@@ -146,6 +219,7 @@ def residual_figure(pts, fits, path):
             sc = ax.scatter(pts["D"][m], r, c=np.log10(pts["N"][m]), s=8, cmap="viridis")
             fig.colorbar(sc, ax=ax, label="log10 N")
             ax.set(xscale="log", xlabel="atoms seen D", title=f"{arch}: L(N, D) residuals (rms {np.sqrt(np.mean(r * r)):.2g})")
+            readable_log_axis(ax, "x", pts["D"][m])
         else:
             ax.set_title(f"{arch}: L(N, D) not fitted", fontsize=8)
         for ax, law, col, xl in ((row[1], "L_C", "C", "C [FLOP]"), (row[2], "L_H", "H", "device-hours")):
@@ -156,6 +230,7 @@ def residual_figure(pts, fits, path):
                 ax.scatter(fx, r, s=12, color="C0")
                 ax.set(xscale="log", xlabel=f"{xl} (frontier points)",
                        title=f"{arch}: {law} residuals (rms {np.sqrt(np.mean(r * r)):.2g})")
+                readable_log_axis(ax, "x", fx)
             else:
                 ax.set_title(f"{arch}: {law} not fitted", fontsize=8)
         for ax in row:

@@ -1,7 +1,9 @@
 """Built-in datasets generated offline: GFN2-xTB molecular MD (g2 + s22) and EMT fcc alloys.
 
 ``ensure_builtin("molecules-demo")`` returns ``ROOT/molecules-demo`` after generating it if its
-``manifest.json`` is missing (resuming partial work). A dataset directory holds one ``.extxyz``
+``manifest.json`` is missing (resuming partial work); ROOT is resolved by :func:`resolve_root`
+($NNIP_SCALE_DATA, else ./data if it holds the dataset, else ~/.cache/nnip-scale/data) and one line
+on stderr says where and why. A dataset directory holds one ``.extxyz``
 per trajectory (energy eV, forces eV/Å, stress eV/Å³ for alloys; ``info``: group, charge, spin,
 temperature_K, source), ``meta/*.json`` per-trajectory counts, and ``manifest.json`` written last.
 Importing this package is cheap: ASE/tblite are imported inside the generators. See docs/datasets.md.
@@ -24,12 +26,32 @@ BUILTIN = {
 DEFAULT_SEED = 0
 FD_SAMPLES = {"tiny": 3, "demo": 8}
 
-__all__ = ["BUILTIN", "default_root", "ensure_builtin", "generate", "read_manifest"]
+__all__ = ["BUILTIN", "default_root", "ensure_builtin", "generate", "read_manifest", "resolve_root", "user_data_dir"]
+
+
+def user_data_dir() -> pathlib.Path:
+    """The per-user home of built-in datasets: ``${XDG_CACHE_HOME:-~/.cache}/nnip-scale/data``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(cache) / "nnip-scale" / "data"
+
+
+def resolve_root(name: str | None = None) -> tuple[pathlib.Path, str]:
+    """Where built-in datasets are read or generated, and why, decided once per call in this order:
+    ``$NNIP_SCALE_DATA``; ``./data`` of the working directory when it already holds ``name`` (a
+    checkout that generated it there before); else :func:`user_data_dir`, one place per user
+    whatever the working directory (so a run from another folder never regenerates silently)."""
+    env = os.environ.get("NNIP_SCALE_DATA")
+    if env:
+        return pathlib.Path(env), "from $NNIP_SCALE_DATA"
+    local = pathlib.Path("data")
+    if name is not None and (local / name).is_dir():
+        return local, "found in ./data of the working directory"
+    return user_data_dir(), "the user data directory; set NNIP_SCALE_DATA to use another"
 
 
 def default_root() -> pathlib.Path:
-    """``$NNIP_SCALE_DATA`` or ``./data``."""
-    return pathlib.Path(os.environ.get("NNIP_SCALE_DATA") or "data")
+    """:func:`resolve_root` without a dataset name: ``$NNIP_SCALE_DATA``, else the user data directory."""
+    return resolve_root()[0]
 
 
 def default_workers() -> int:
@@ -101,7 +123,7 @@ def generate(kind: str, size: str, root=None, seed: int = DEFAULT_SEED, workers:
     if size not in mod.SIZES:
         raise ValueError(f"unknown size {size!r} for {kind}: expected one of {sorted(mod.SIZES)}")
     name = f"{kind}-{size}"
-    out = pathlib.Path(root if root is not None else default_root()) / name
+    out = pathlib.Path(root if root is not None else resolve_root(name)[0]) / name
     manifest = read_manifest(out)
     if manifest is not None:
         if manifest["seed"] != seed:
@@ -150,7 +172,18 @@ def ensure_builtin(name: str, root=None, workers: int | None = None) -> pathlib.
     if name not in BUILTIN:
         raise ValueError(f"unknown builtin dataset {name!r}: expected one of {sorted(BUILTIN)}")
     kind, size = BUILTIN[name]
-    out = pathlib.Path(root if root is not None else default_root()) / name
+    root, why = (pathlib.Path(root), "data.builtin_root") if root is not None else resolve_root(name)
+    out = root / name
     if read_manifest(out) is not None:
+        _say(f"builtin:{name}: reading {out.resolve()} ({why})")
         return out
+    partial = out.is_dir()
+    _say(f"builtin:{name}: {'resuming' if partial else 'generating'} it in {out.resolve()} ({why}); "
+         f"~5 min for molecules-demo on 2 cores, once")
     return generate(kind, size, root=root, seed=DEFAULT_SEED, workers=workers)
+
+
+def _say(line: str) -> None:
+    import sys
+
+    print(f"nnip-scale: {line}", file=sys.stderr, flush=True)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import BUILTIN, DEFAULT_SEED, default_root, generate, read_manifest
+from . import BUILTIN, DEFAULT_SEED, generate, read_manifest, resolve_root
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate (or resume) a built-in dataset")
     g.add_argument("kind", choices=["molecules", "alloys"])
     g.add_argument("--size", choices=["tiny", "demo"], default="demo")
-    g.add_argument("--root", default=None, help="parent directory (default $NNIP_SCALE_DATA or ./data)")
+    g.add_argument("--root", default=None, help="parent directory (default $NNIP_SCALE_DATA, else ./data if it holds the dataset, else ~/.cache/nnip-scale/data)")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED)
     g.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     g.add_argument("--no-progress", action="store_true")
@@ -50,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['generation_time_s']} s, max |F - F_fd| = "
                   f"{m['fd_check']['max_abs_force_error_eV_per_A']:.2e} eV/Å")
         elif args.cmd == "list":
-            root = default_root() if args.root is None else args.root
             for name in BUILTIN:
-                path = Path(root) / name
+                path = Path(resolve_root(name)[0] if args.root is None else args.root) / name
                 m = read_manifest(path)
                 state = (f"present ({m['n_structures']} structures)" if m is not None
                          else "partial (no manifest)" if path.is_dir() else "absent")
