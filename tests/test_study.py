@@ -74,8 +74,8 @@ def test_plan_grid_and_lr_transfer(tmp_path, data, monkeypatch):
     wide = [r for r in mup.runs if r.width == 16][0]
     assert "--model.lr=0.004" in wide.args and "--model.mup_base_width=8" in wide.args
     script = sbatch_script(study, str(tmp_path / "study.yaml"), gpus_per_node=4)
-    assert "#SBATCH --array=0,1,2,3,4,5,6,7" in script and "#SBATCH --gpus-per-node=4" in script
-    assert "--only $SLURM_ARRAY_TASK_ID" in script and "--devices-per-run=4" in script
+    assert "#SBATCH --array=0-7" in script and "#SBATCH --gpus-per-node=4" in script
+    assert "--only $RUN" in script and "--devices-per-run=4" in script
 
 
 def test_plan_errors(tmp_path, data, monkeypatch):
@@ -89,7 +89,8 @@ def test_plan_errors(tmp_path, data, monkeypatch):
     del cfg["widths"]
     cfg["architectures"]["mpnn"]["config"] = "configs/model/mpnn.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(StudyError, match=r"study.yaml: missing key 'widths'; expected list"):
+    with pytest.raises(StudyError, match=r"study.yaml: architecture 'mpnn' has no widths and the study has no "
+                                         r"top-level 'widths'; expected one or the other"):
         load_study(path)
     with pytest.raises(StudyError, match="no such study file"):
         load_study(tmp_path / "missing.yaml")
@@ -160,5 +161,12 @@ def test_demo_study_is_the_staircase(monkeypatch):
     for run in study.runs:
         widths.setdefault(run.arch.name, set()).add(run.width)
         assert run.mup and run.epochs == 1 and "--model.mup_base_width=" + str(run.arch.base_width) in run.args
-    assert {"mpnn", "mcegnn", "mace_l1_nu4", "esen_l2"} <= set(widths) and all(len(w) >= 4 for w in widths.values())
+    assert {"mpnn", "mcegnn", "mace_l1_nu4", "esen_l2_m1"} <= set(widths) and all(len(w) >= 4 for w in widths.values())
+    # one name per model: the study's keys are the models' own labels (ledger, κ tool, report)
+    from nnip_scale.models import registered_model
+
+    for arch in {run.arch for run in study.runs}:
+        spec = yaml.safe_load((REPO / arch.config).read_text())["model"]["backbone"]
+        model = registered_model(spec["class_path"])(**{**spec["init_args"], "width": 8})
+        assert model.arch_label() == arch.name, (arch.config, model.arch_label())
     assert study.data_config["train"] == "builtin:molecules-demo"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from nnip_scale.study.plan import StudyError, load_study
-from nnip_scale.study.runner import execute, is_done, prepare_data, run_local
+from nnip_scale.study.runner import check_run_args, execute, is_done, prepare_data, run_local
 from nnip_scale.study.slurm import sbatch_script
 
 
@@ -22,12 +22,14 @@ def main(argv: list[str], report=None) -> int:
     p.add_argument("--parallel", type=int, help="runs at once on this machine (default: the study's run.parallel, else 1)")
     p.add_argument("--no-report", action="store_true", help="train only; do not fit the scaling laws / write report.md")
     p.add_argument("--report-only", action="store_true", help="(re)write the report from the runs already finished")
-    p.add_argument("--devices", nargs="*", help="GPU ids handed out round-robin to parallel runs")
-    p.add_argument("--only", type=int, help="run only the run at this index of the plan (SLURM array tasks)")
+    p.add_argument("--devices", nargs="*", help="GPU ids handed out round-robin to parallel runs (the runs train "
+                   "on the GPU whatever the study's trainer config says)")
+    p.add_argument("--only", help="run only this run: its id (or its index in the plan); SLURM array tasks")
     p.add_argument("--devices-per-run", type=int, help="devices of one run (DDP when > 1)")
     p.add_argument("--nodes-per-run", type=int, default=1)
     p.add_argument("--slurm", metavar="SCRIPT", help="write an sbatch array script for the unfinished runs")
     p.add_argument("--gpus-per-node", type=int, default=4)
+    p.add_argument("--cpus-per-task", type=int, default=8, help="SLURM CPUs per task (one task per GPU)")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--time", default="24:00:00")
     p.add_argument("--partition")
@@ -36,39 +38,65 @@ def main(argv: list[str], report=None) -> int:
     try:
         study = load_study(args.config, args.output)
     except StudyError as err:
-        print(f"nnip-scale study: {err}", file=sys.stderr)
+        print(f"nnip-scale study: error: {err}", file=sys.stderr)
         return 2
     if args.plan:
+        print(f"{'#':>4} {'state':8s} run  (η*: the LR tuned at the base width; η(w) = η*·w_base/w: the "
+              f"hidden-matrix LR {'μP gives' if study.runs and study.runs[0].mup else 'every parameter gets'} at width w)")
         for k, r in enumerate(study.runs):
             state = "done" if is_done(r) else ("partial" if (r.folder / "checkpoints" / "last.ckpt").exists() else "todo")
-            print(f"{k:4d} {state:8s} {r.run_id}  lr={r.lr:.3g}")
+            print(f"{k:4d} {state:8s} {r.run_id}  η*={r.arch.lr:.3g} (base {r.arch.base_width})  η(w)={r.lr:.3g}")
         return 0
+    if args.devices:
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"nnip-scale study: error: --devices {' '.join(args.devices)} hands out GPUs, but no CUDA GPU is "
+                  f"visible here (torch.cuda.is_available() is False); expected a GPU machine, or leave out "
+                  f"--devices to train on the CPU", file=sys.stderr)
+            return 2
+        if study.accelerator == "cpu":
+            print(f"[study] --devices: the runs train on GPUs {', '.join(args.devices)} (trainer.accelerator=gpu); "
+                  f"the study's trainer config says cpu")
     if args.slurm:
-        try:
-            text = sbatch_script(study, args.config, args.gpus_per_node, args.nodes, time=args.time,
-                                 partition=args.partition, account=args.account)
+        if study.accelerator == "cpu":
+            print(f"nnip-scale study: warning: {args.config} trains with trainer.accelerator=cpu; the SLURM script "
+                  f"asks for {args.gpus_per_node} GPU(s) per node that the runs would not use (use a GPU trainer "
+                  f"config, e.g. configs/trainer/gpu.yaml, as configs/study/big.yaml does)", file=sys.stderr)
+        try:  # pre-flight once, here: array tasks must not each generate the built-in data at once
+            prepare_data(study)
+            check_run_args(study)
+            text = sbatch_script(study, args.config, args.gpus_per_node, args.nodes, cpus_per_task=args.cpus_per_task,
+                                 time=args.time, partition=args.partition, account=args.account)
         except ValueError as err:
-            print(f"nnip-scale study: {err}", file=sys.stderr)
+            print(f"nnip-scale study: error: {err}", file=sys.stderr)
             return 2
         path = Path(args.slurm)
-        path.write_text(text)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
         (study.folder / "slurm").mkdir(parents=True, exist_ok=True)
         print(f"wrote {path}: submit it with  sbatch {path}")
         return 0
     if args.only is not None:
-        if not 0 <= args.only < len(study.runs):
-            print(f"nnip-scale study: --only {args.only}: the plan has runs 0..{len(study.runs) - 1}", file=sys.stderr)
+        try:
+            run = (study.runs[int(args.only)] if args.only.isdigit() and int(args.only) < len(study.runs)
+                   else study.run_by_id(args.only))
+        except StudyError as err:
+            print(f"nnip-scale study: error: {err}", file=sys.stderr)
             return 2
-        run = study.runs[args.only]
         if is_done(run):
             print(f"[study] {run.run_id} already finished: skipped")
             return 0
-        return 0 if execute(run, devices=args.devices_per_run, nodes=args.nodes_per_run) else 1
+        # a SLURM task (--devices-per-run) trains on its GPUs, as the script asked SLURM for them
+        return 0 if execute(run, devices=args.devices_per_run, nodes=args.nodes_per_run,
+                            gpu=bool(args.devices_per_run)) else 1
     if not args.report_only:
         try:
             prepare_data(study)
+            check_run_args(study)
         except StudyError as err:
-            print(f"nnip-scale study: {err}", file=sys.stderr)
+            print(f"nnip-scale study: error: {err}", file=sys.stderr)
             return 2
         t0 = time.perf_counter()
         failed = run_local(study, parallel=args.parallel, devices=args.devices)

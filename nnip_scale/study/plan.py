@@ -62,6 +62,20 @@ class Study:
     report: dict
     parallel: int = 1
     data_config: dict = field(default_factory=dict)
+    trainer_config: dict = field(default_factory=dict)
+
+    @property
+    def accelerator(self) -> str:
+        """The runs' ``trainer.accelerator`` as the study's configs set it (``auto`` if unset)."""
+        return str(self.trainer_config.get("accelerator", "auto"))
+
+    def run_by_id(self, run_id: str) -> RunSpec:
+        for run in self.runs:
+            if run.run_id == run_id:
+                return run
+        raise StudyError(f"{self.path}: no run '{run_id}' in the plan (was the study file edited since the "
+                         f"SLURM script was written?); the plan has {', '.join(r.run_id for r in self.runs[:4])}"
+                         + (", ..." if len(self.runs) > 4 else ""))
 
 
 def _require(cfg: dict, key: str, kind, source: Path):
@@ -83,6 +97,29 @@ def _widths(value, source: Path, key: str) -> list[int]:
     return widths
 
 
+#: the keys a study file may use, per section (anything else is a typo: refused with a suggestion)
+KEYS = {
+    "": ("name", "output", "base_configs", "architectures", "widths", "data", "seeds", "validations_per_epoch",
+         "mup", "overrides", "run", "report"),
+    "architectures.<name>": ("config", "base_width", "lr", "widths"),
+    "data": ("atoms", "epochs"),
+    "run": ("parallel",),
+    "report": ("drop_first", "ema", "n_boot", "seed", "budget_flops", "fix_linf", "pool"),
+}
+
+
+def _check_keys(section: dict, where: str, source: Path) -> None:
+    import difflib
+
+    allowed = KEYS[where if not where.startswith("architectures.") else "architectures.<name>"]
+    for key in section:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
+            place = f"{where}.{key}" if where else str(key)
+            hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(allowed)}"
+            raise StudyError(f"{source}: unknown key '{place}': {hint}")
+
+
 def _budget_label(atoms: int) -> str:
     exp = int(math.floor(math.log10(atoms)))
     mant = atoms / 10**exp
@@ -101,18 +138,26 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
     if not isinstance(cfg, dict):
         raise StudyError(f"{path}: expected a mapping at the top level")
     base = Path.cwd()
+    _check_keys(cfg, "", path)
+    for section in ("data", "run", "report"):
+        if isinstance(cfg.get(section), dict):
+            _check_keys(cfg[section], section, path)
     name = str(_require(cfg, "name", str, path))
     folder = Path(output) if output else base / cfg.get("output", f"studies/{name}")
     base_configs = [str(c) for c in cfg.get("base_configs", [])]
     for c in base_configs:
         if not (base / c).is_file():
             raise StudyError(f"{path}: base config '{c}' not found (paths are relative to {base})")
-    widths = _widths(_require(cfg, "widths", list, path), path, "widths")
+    widths = _widths(cfg["widths"], path, "widths") if "widths" in cfg else None
     archs, arch_widths = [], {}
     for arch_name, a in _require(cfg, "architectures", dict, path).items():
         if not isinstance(a, dict) or not {"config", "base_width", "lr"} <= set(a):
             raise StudyError(f"{path}: architecture '{arch_name}': expected keys config, base_width, lr "
                              f"(and optionally widths)")
+        _check_keys(a, f"architectures.{arch_name}", path)
+        if "widths" not in a and widths is None:
+            raise StudyError(f"{path}: architecture '{arch_name}' has no widths and the study has no top-level "
+                             f"'widths'; expected one or the other")
         if not (base / a["config"]).is_file():
             raise StudyError(f"{path}: architecture '{arch_name}': model config '{a['config']}' not found")
         arch = Architecture(str(arch_name), str(a["config"]), int(a["base_width"]), float(a["lr"]))
@@ -186,21 +231,27 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
     if not isinstance(report, dict):
         raise StudyError(f"{path}: 'report' must be a mapping of report options")
     data_config = _data_config(base, base_configs, overrides, path)
-    return Study(name, path, folder, runs, dict(report), parallel, data_config)
+    trainer_config = _section_config("trainer", base, base_configs, overrides, path)
+    return Study(name, path, folder, runs, dict(report), parallel, data_config, trainer_config)
 
 
 def _data_config(base: Path, base_configs: list[str], overrides: dict, source: Path) -> dict:
     """The ``data:`` arguments every run shares: the base configs' ``data`` sections, in order,
     then the study's ``data.*`` overrides (what the pre-flight check loads once)."""
-    data: dict = {}
+    return _section_config("data", base, base_configs, overrides, source)
+
+
+def _section_config(name: str, base: Path, base_configs: list[str], overrides: dict, source: Path) -> dict:
+    """The top-level ``name:`` section every run shares (base configs in order, then overrides)."""
+    out: dict = {}
     for c in base_configs:
         try:
-            section = (yaml.safe_load((base / c).read_text()) or {}).get("data") or {}
+            section = (yaml.safe_load((base / c).read_text()) or {}).get(name) or {}
         except yaml.YAMLError as err:
             raise StudyError(f"{source}: base config '{c}' is not valid YAML ({err})") from err
         if isinstance(section, dict):
-            data.update(section.get("init_args", section) if "class_path" in section else section)
+            out.update(section.get("init_args", section) if "class_path" in section else section)
     for key, value in overrides.items():
-        if key.startswith("data."):
-            data[key[len("data."):]] = value
-    return data
+        if key.startswith(f"{name}."):
+            out[key[len(name) + 1:]] = value
+    return out

@@ -71,23 +71,59 @@ def _last_error(log_file: Path) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def run_args(run: RunSpec, devices: int | None = None, nodes: int = 1) -> list[str]:
-    """The ``nnip-scale fit`` arguments of ``run``, resuming from its last checkpoint if there is
-    one. ``devices``/``nodes`` > 1 make it a DDP run (``configs/trainer/ddp.yaml`` semantics)."""
+def run_args(run: RunSpec, devices: int | None = None, nodes: int = 1, gpu: bool = False) -> list[str]:
+    """The ``nnip-scale fit`` arguments of ``run``, resuming from its newest checkpoint if there is
+    one (``last.ckpt``, or a SLURM pre-emption checkpoint ``hpc_ckpt_<n>.ckpt`` that Lightning saved
+    on SIGUSR1). ``devices``/``nodes`` > 1 make it a DDP run (``configs/trainer/ddp.yaml``
+    semantics); ``gpu`` sets ``trainer.accelerator=gpu`` (``study --devices``)."""
     args = list(run.args)
+    if gpu:
+        args.append("--trainer.accelerator=gpu")
     if devices is not None:
         args += [f"--trainer.devices={devices}", f"--trainer.num_nodes={nodes}"]
         if devices * nodes > 1:
             args += ["--trainer.strategy=ddp", "--trainer.use_distributed_sampler=false"]
-    last = run.folder / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        args.append(f"--ckpt_path={last}")
+    candidates = [p for p in [run.folder / "checkpoints" / "last.ckpt", *run.folder.glob("hpc_ckpt_*.ckpt")]
+                  if p.is_file()]
+    if candidates:
+        newest = max(candidates, key=lambda p: p.stat().st_mtime)
+        args.append(f"--ckpt_path={newest}")
     return args
 
 
-def run_command(run: RunSpec, devices: int | None = None, nodes: int = 1) -> list[str]:
+def check_run_args(study: Study, log=print) -> None:
+    """Dry-parse the composed ``nnip-scale fit`` arguments of one run per architecture (every
+    override, base config and model config): a typo fails here, once, naming the key, instead of
+    in every run. Parses and instantiates the model, data module and trainer; trains nothing."""
+    import contextlib
+    import io
+
+    from nnip_scale.cli import build_cli
+
+    seen = set()
+    for run in study.runs:
+        if run.arch.name in seen:
+            continue
+        seen.add(run.arch.name)
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                build_cli(list(run.args), run=False)  # run=False: the fit arguments without the subcommand
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                lines = [ln.strip() for ln in err.getvalue().splitlines() if ln.strip()]
+                first = next((ln for ln in lines if ln.startswith("nnip-scale")), lines[-1] if lines else "")
+                hint = next((ln for ln in lines if "did you mean" in ln), "")
+                detail = first.split("error: ", 1)[-1] + (f" ({hint.strip()})" if hint else "")
+                raise StudyError(f"{study.path}: the runs of '{run.arch.name}' would fail: {detail}") from None
+        except (ValueError, TypeError, OSError) as exc:
+            raise StudyError(f"{study.path}: the runs of '{run.arch.name}' would fail: {exc}") from None
+    log(f"[study] run arguments parse for all {len(seen)} architectures")
+
+
+def run_command(run: RunSpec, devices: int | None = None, nodes: int = 1, gpu: bool = False) -> list[str]:
     """:func:`run_args` as a command line of its own process."""
-    return [sys.executable, "-m", "nnip_scale.cli", "fit", *run_args(run, devices, nodes)]
+    return [sys.executable, "-m", "nnip_scale.cli", "fit", *run_args(run, devices, nodes, gpu)]
 
 
 def ledger_rows(run: RunSpec) -> list[dict]:
@@ -129,10 +165,11 @@ def _start(run: RunSpec, args: list[str], log) -> float:
     return time.perf_counter()
 
 
-def execute(run: RunSpec, env: dict | None = None, log=print, devices: int | None = None, nodes: int = 1) -> bool:
+def execute(run: RunSpec, env: dict | None = None, log=print, devices: int | None = None, nodes: int = 1,
+            gpu: bool = False) -> bool:
     """Train ``run`` (or resume it) in a fresh ``nnip-scale fit`` process; True on success. Output
     goes to ``<run>/train.log``. Used for GPU and DDP runs and SLURM array tasks."""
-    cmd = run_command(run, devices, nodes)
+    cmd = run_command(run, devices, nodes, gpu)
     t0 = _start(run, cmd, log)
     with open(run.folder / "train.log", "a") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
@@ -249,6 +286,8 @@ def run_local(study: Study, parallel: int | None = None, devices: list[str] | No
         def env_for(k: int) -> dict:
             return {"OMP_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": str(devices[k % len(devices)])}
 
+        # --devices hands out GPUs, so the runs train on a GPU whatever the study's trainer config says
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            results = list(pool.map(lambda kr: (kr[1], execute(kr[1], env_for(kr[0]), log)), enumerate(todo)))
+            results = list(pool.map(lambda kr: (kr[1], execute(kr[1], env_for(kr[0]), log, devices=1, gpu=True)),
+                                    enumerate(todo)))
     return [r for r, ok in results if not ok]
