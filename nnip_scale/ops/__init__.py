@@ -17,6 +17,7 @@ from nnip_scale.ops.registry import (
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
 from nnip_scale.ops.equivariant import channelwise_tp_scatter, spherical_harmonics, symmetric_contraction  # noqa: F401
 from nnip_scale.ops.so2 import so2_conv, so2_layout, so2_rotate_in, so2_rotate_out_scatter  # noqa: F401
+from nnip_scale.ops.triplets import basis_scatter, interaction_index, interaction_sizes, reverse_edges  # noqa: F401
 
 __all__ = [
     "BACKENDS",
