@@ -35,7 +35,27 @@ TRAINER_DEFAULTS = {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "runs", "name": "default"},
     },
+    # Lightning's summary prints "Total Flops 0" (it counts nothing without an example input),
+    # contradicting the FLOP ledger; the module prints its own one-line summary (N, labels) instead
+    "enable_model_summary": False,
 }
+
+
+def _quiet() -> None:
+    """Drop third-party noise every run printed: Lightning's litlogger/litmodels advertising and
+    torch's pytree deprecation warning (raised inside Lightning, nothing a user can act on)."""
+    import logging
+    import warnings
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.getMessage()).startswith("💡 Tip:")
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(type(f).__name__ == "_NoTips" for f in logger.filters):
+            logger.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def _safe_checkpoint_cli():
@@ -47,6 +67,16 @@ def _safe_checkpoint_cli():
     from nnip_scale.checkpoint import CheckpointError, check_checkpoint
 
     class SafeCheckpointCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            """validate/test/predict log under ``<name>/<subcommand>/version_<n>`` of the logger's
+            folder, not among the training runs' versions."""
+            sub = self.config.get("subcommand")
+            if sub not in ("validate", "test", "predict"):
+                return
+            logger = self.config[sub].get("trainer", {}).get("logger")
+            init = getattr(logger, "init_args", None) if logger is not None and not isinstance(logger, bool) else None
+            if init is not None and init.get("name") is not None and not str(init["name"]).endswith(f"/{sub}"):
+                init["name"] = f"{init['name']}/{sub}"
 
         def _parse_ckpt_path(self) -> None:
             subcommand = self.config.get("subcommand")
@@ -176,12 +206,15 @@ def build_cli(args: list[str] | None, run: bool = True):
     from nnip_scale.training import NNIPModule
 
     _ARGS[:] = list(sys.argv[1:] if args is None else args)
+    _quiet()
+    # progress bars write carriage returns: only for a terminal (a config or --trainer.enable_progress_bar wins)
+    defaults = {**TRAINER_DEFAULTS, "enable_progress_bar": sys.stdout.isatty()}
     return _safe_checkpoint_cli()(
         NNIPModule,
         AtomsDataModule,
         args=args,
         run=run,
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults=defaults,
         save_config_kwargs={"overwrite": True},
         save_config_callback=_run_folder_save_config(),
         parser_class=_tool_parser_class(),

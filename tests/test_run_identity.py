@@ -157,3 +157,16 @@ def test_stress_is_measured_when_the_data_have_it(tmp_path):
     assert row["val_stress_mae"] > 0
     assert row["val_stress_mae_gpa"] == pytest.approx(row["val_stress_mae"] * 160.2176634)
     assert row["loss"] == "mae_l2(energy=1,force=1,stress=1)" and row["arch"] == "mpnn_conservative"
+
+
+def test_charge_and_spin_the_model_ignores_are_said(tmp_path):
+    from ase.io import read
+
+    data = write_labelled(tmp_path / "cu.extxyz", [["Cu"] * 4] * 4, 3)
+    frames = read(data, index=":")
+    for k, a in enumerate(frames):
+        a.info.update(charge=-1 if k % 3 == 0 else 0, spin=2 if k % 4 == 0 else 1)
+    write(data, frames, format="extxyz")
+    with pytest.warns(UserWarning, match=r"structure\(s\) with charge != 0 and \d+ with spin multiplicity != 1 "
+                                         r"\(of \d+\); MPNN does not read charge or spin"):
+        build_cli(["fit", *args(data, tmp_path, "--trainer.max_steps", "1", val_subset=None)])

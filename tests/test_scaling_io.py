@@ -74,9 +74,16 @@ def test_csv_errors_name_file_and_line(tmp_path, text, match):
 def test_missing_inputs_and_ledger_nan(tmp_path):
     with pytest.raises(ScalingInputError, match=r"nope.jsonl: no such file or directory"):
         load_points([str(tmp_path / "nope.jsonl")])
+    # a non-finite validation loss marks its run as diverged (left out, docs/scaling.md); when that
+    # was the only run there is nothing to fit, and the error says why
     (tmp_path / "n.jsonl").write_text(json.dumps(_row()) + "\n" + json.dumps(_row(loss=float("nan"))) + "\n")
-    with pytest.raises(ScalingInputError, match=r"n.jsonl:2: val_loss is nan \(NaN/inf\)"):
+    with pytest.warns(UserWarning, match=r"run r1 diverged at step 10 \(val_loss nan\)"), \
+            pytest.raises(ScalingInputError, match=r"no data rows in any input \(every run diverged: r1\)"):
         load_points([str(tmp_path / "n.jsonl")])
+    # any other non-finite number is still bad input, named by file and line
+    (tmp_path / "f.jsonl").write_text(json.dumps(_row()) + "\n" + json.dumps(_row(flops=float("inf"))) + "\n")
+    with pytest.raises(ScalingInputError, match=r"f.jsonl:2: flops is inf \(NaN/inf\)"):
+        load_points([str(tmp_path / "f.jsonl")])
 
 
 def _pts(tmp_path, rows_text):

@@ -41,6 +41,9 @@ class PotentialModel(nn.Module, abc.ABC):
         backend: ``nnip_scale.ops`` backend for the hot ops (auto|torch|native|pyg|cueq).
     """
 
+    #: whether the model reads the batch's ``charge`` and ``spin`` (none of the built-in models does;
+    #: training on data that vary them warns)
+    uses_charge_spin: bool = False
     #: parameter-name prefixes excluded from N (the element embedding table; DESIGN.md)
     embedding_prefixes: tuple[str, ...] = ("embedding.",)
 

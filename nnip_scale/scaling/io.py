@@ -124,6 +124,13 @@ def _read_ledger(path):
                                     "per line (a compute ledger)") from None
         if not isinstance(row, dict):
             raise ScalingInputError(f"{where}: expected a JSON object (ledger row), got {type(row).__name__}")
+        loss = row.get("val_loss")
+        if row.get("status") == "diverged" or (isinstance(loss, float) and not math.isfinite(loss)):
+            # a diverged run: left out of every fit by load_points, with a warning naming it
+            rows.append({"run": str(row.get("run_id") or path), "src": where, "diverged": (
+                f"diverged at step {row.get('diverged_at_step', row.get('step'))}"
+                + (f" (val_loss {loss})" if isinstance(loss, float) and not math.isfinite(loss) else ""))})
+            continue
         rec = {k: _number(row.get(f), where, f"{f}") for k, f in LEDGER_FIELDS.items()}
         if rec["H"] is None and row.get("device_hours") is not None:  # H: device-hours (GPU or CPU)
             rec["H"] = _number(row.get("device_hours"), where, "device_hours")
@@ -221,8 +228,19 @@ def load_points(inputs, c_unit=None, h_unit=None, pool=()):
             if rows:
                 declared[key].append((path, unit, how))
         recs += rows
+    diverged = {}
+    for r in recs:
+        if "diverged" in r:
+            diverged.setdefault(r["run"], f"{r['diverged']} ({r['src']})")
+    if diverged:
+        for run, why in sorted(diverged.items()):
+            message = f"run {run} {why}: left out of every fit"
+            notes.append(message)
+            warnings.warn(message, stacklevel=2)
+        recs = [r for r in recs if r["run"] not in diverged]
     if not recs:
-        raise ScalingInputError(f"{files}: no data rows in any input")
+        raise ScalingInputError(f"{files}: no data rows in any input"
+                                + (f" (every run diverged: {', '.join(sorted(diverged))})" if diverged else ""))
     _check_units(declared)
     pts = {k: np.array([np.nan if r[k] is None else r[k] for r in recs], float) for k in NUMERIC}
     for k in STRINGS:
@@ -230,6 +248,7 @@ def load_points(inputs, c_unit=None, h_unit=None, pool=()):
     check_runs(pts)
     notes += check_pooling(pts, pool)
     meta = {"files": files, "units": {"C": "FLOP", "H": "hours"}, "notes": notes, "pool": sorted(pool),
+            "diverged_runs": diverged,
             "input_units": {k: sorted({u for _, u, _ in v}) for k, v in declared.items()},
             "identity": identity(pts)}
     return pts, meta

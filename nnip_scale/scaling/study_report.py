@@ -49,6 +49,15 @@ def _validated_on(row) -> str:
     return " / ".join("–" if v is None else f"{int(v):,}" for v in vals)
 
 
+def _val_loss(row) -> str:
+    """The final validation loss, or 'diverged at step S' for a run whose training loss went non-finite."""
+    if row.get("status") == "diverged":
+        last = row.get("last_finite_train_loss")
+        return (f"diverged at step {row.get('diverged_at_step')} (last finite train loss "
+                f"{_fmt(last, '.3g')}; left out of the fits)")
+    return _fmt(row.get("val_loss"), ".4f")
+
+
 def grid_table(study, finals: dict) -> list[str]:
     """One line per run: size, data seen, measured cost and the final validation metrics."""
     lines = [
@@ -67,7 +76,7 @@ def grid_table(study, finals: dict) -> list[str]:
         lines.append(
             f"| {run.run_id} | {run.arch.name} | {run.width} | {n:,} | {run.arch.lr:.3g} ({run.arch.base_width}) "
             f"| {d:,} | {row.get('structures_seen', 0):,} | {_fmt(c, '.3e')} | {_fmt(ratio, '.1f')} "
-            f"| {_fmt(row.get('wall_s'), '.1f')} | {_fmt(row.get('val_loss'), '.4f')} "
+            f"| {_fmt(row.get('wall_s'), '.1f')} | {_val_loss(row)} "
             f"| {_fmt(row.get('val_force_mae'), '.4f')} | {_fmt(row.get('val_energy_mae_per_atom'), '.4f')} "
             f"| {_validated_on(row)} |"
         )

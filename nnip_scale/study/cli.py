@@ -101,10 +101,14 @@ def main(argv: list[str], report=None) -> int:
         t0 = time.perf_counter()
         failed = run_local(study, parallel=args.parallel, devices=args.devices)
         if failed:
-            print(f"[study] {len(failed)} run(s) failed: " + ", ".join(r.run_id for r in failed), file=sys.stderr)
-            return 1
-        print(f"[study] all {len(study.runs)} runs finished in {study.folder} ({time.perf_counter() - t0:.0f} s this session)")
+            print(f"[study] {len(failed)} run(s) failed: " + ", ".join(r.run_id for r in failed)
+                  + " (the report fits the finished runs; rerun the study to retry these)", file=sys.stderr)
+        else:
+            print(f"[study] all {len(study.runs)} runs finished in {study.folder} "
+                  f"({time.perf_counter() - t0:.0f} s this session)")
+    else:
+        failed = []
     if report is not None and not args.no_report:
         path = report(study, print)
         print(f"[study] report: {path}")
-    return 0
+    return 1 if failed else 0

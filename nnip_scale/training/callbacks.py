@@ -1,8 +1,10 @@
 """Training callbacks."""
 
+import math
 import time
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 class ThroughputLogger(L.Callback):
@@ -71,3 +73,37 @@ class ValidateAtEnd(L.Callback):
         last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         if last_step or (last_epoch and last_batch):
             trainer.should_stop = True
+
+
+class DivergenceGuard(L.Callback):
+    """Stop a run whose training loss became NaN or infinite, at once, and say so.
+
+    Every ``check_every`` steps (every step on the CPU, where reading the loss costs nothing; every
+    20 steps on an accelerator, where it is a host sync) the loss is read; on a non-finite value
+    the trainer stops (all ranks agree under DDP) and ``pl_module.divergence`` records the step and
+    the last finite training loss. The compute ledger then marks its row ``status: diverged`` and
+    the scaling tools leave the run out of every fit with a warning (a learning rate too high at one
+    width must not sink a whole study)."""
+
+    def __init__(self, check_every: int | None = None):
+        self.check_every = check_every
+        self.last_finite: float | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        every = self.check_every or (1 if pl_module.device.type == "cpu" else 20)
+        if trainer.global_step % every and not trainer.is_last_batch:
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        value = float(loss.detach())
+        bad = not math.isfinite(value)
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            self.last_finite = value
+            return
+        pl_module.divergence = {"step": int(trainer.global_step), "last_finite_train_loss": self.last_finite}
+        trainer.should_stop = True
+        rank_zero_warn(f"training diverged at step {trainer.global_step}: the loss is {value} (last finite: "
+                       f"{self.last_finite}); the run stops here and is recorded as diverged")

@@ -302,6 +302,10 @@ class ComputeLedger(L.Callback):
             **({"val_stress_mae": metric("val/stress_mae"), "val_stress_mae_gpa": metric("val/stress_mae_gpa")}
                if "val/stress_mae" in metrics else {}),
             "flops_fit_residual": self.train_cost.max_rel_residual,
+            # a run whose training loss went non-finite: the scaling tools leave it out of every fit
+            **({"status": "diverged", "diverged_at_step": pl_module.divergence["step"],
+                "last_finite_train_loss": pl_module.divergence["last_finite_train_loss"]}
+               if getattr(pl_module, "divergence", None) else {}),
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.rows_written += 1

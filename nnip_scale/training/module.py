@@ -6,6 +6,7 @@ import warnings
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from nnip_scale.models.base import PotentialModel, element_symbol
 from nnip_scale.models.registry import class_path
-from nnip_scale.training.callbacks import ThroughputLogger, ValidateAtEnd
+from nnip_scale.training.callbacks import DivergenceGuard, ThroughputLogger, ValidateAtEnd
 from nnip_scale.training.predict import PredictionWriter
 from nnip_scale.training.ledger import ComputeLedger
 from nnip_scale.training.loss import EnergyForceLoss, LossName
@@ -105,6 +106,7 @@ class NNIPModule(L.LightningModule):
         self.test_metrics = EnergyForceMetrics()
         self.unseen_metrics = EnergyForceMetrics()  # structures with elements never trained on (separate)
         self._elements_checked: set[str] = set()
+        self.divergence: dict | None = None  # set by DivergenceGuard: {"step", "last_finite_train_loss"}
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -158,11 +160,34 @@ class NNIPModule(L.LightningModule):
                 f"({model_cutoff} Å); expected data.cutoff >= the model's cutoff"
             )
         self.backbone.set_statistics(dm.statistics)
+        self._warn_charge_spin(dm)
+
+    def _warn_charge_spin(self, dm) -> None:
+        """Say so when the training data carry charges or spin multiplicities that the model
+        ignores (OMol25 holds the same geometry at several charges and spins: a model without
+        them predicts one energy for all, and its error floor is the spread between them)."""
+        if getattr(self.backbone, "uses_charge_spin", False) or not hasattr(dm, "train_dataset"):
+            return
+        ds = dm.train_dataset
+        charge = np.asarray(ds.data.charge)[ds.indices]
+        spin = np.asarray(ds.data.spin)[ds.indices]
+        charged, open_shell = int((charge != 0).sum()), int((spin != 1).sum())
+        if charged or open_shell:
+            warnings.warn(
+                f"the training data hold {charged} structure(s) with charge != 0 and {open_shell} with spin "
+                f"multiplicity != 1 (of {len(ds)}); {type(self.backbone).__name__} does not read charge or spin, "
+                f"so structures that differ only in them get the same prediction", stacklevel=2)
 
     def on_fit_start(self) -> None:
-        if hasattr(self.backbone, "count_parameters") and self.logger is not None:
+        if hasattr(self.backbone, "count_parameters"):
             counts = self.backbone.count_parameters()
-            self.logger.log_hyperparams({**self.hparams, **counts, **self.mup_summary()})
+            if self.logger is not None:
+                self.logger.log_hyperparams({**self.hparams, **counts, **self.mup_summary()})
+            identity = self.run_identity()
+            rank_zero_info(f"model: {identity['model_class']} ({identity['arch']}), N = {counts['n_params']:,} "
+                           f"trainable parameters without the element embedding ({counts['n_params_total']:,} in "
+                           f"all), forces {identity['force_mode']}, loss {identity['loss']}; training FLOPs are "
+                           f"measured by the compute ledger")
         if self.hparams.mup_base_width is not None:
             summary = self.mup_summary()
             groups = ", ".join(f"{summary[k]:.3g}" for k in summary if k.endswith("_lr"))
@@ -190,6 +215,8 @@ class NNIPModule(L.LightningModule):
             callbacks.append(ComputeLedger())
         if not any(isinstance(c, ValidateAtEnd) for c in self.trainer.callbacks):
             callbacks.append(ValidateAtEnd())
+        if not any(isinstance(c, DivergenceGuard) for c in self.trainer.callbacks):
+            callbacks.append(DivergenceGuard())
         if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
             callbacks.append(PredictionWriter())
         return callbacks
@@ -273,8 +300,9 @@ class NNIPModule(L.LightningModule):
         # compute() already reduced the sums across ranks, so every rank holds the same values and
         # sync_dist's mean leaves them unchanged (it only keeps Lightning's bookkeeping consistent)
         values = metrics.compute()
-        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=False, sync_dist=True)
-        self.log(f"{prefix}_loss", values["loss"].float(), prog_bar=True, sync_dist=True)
+        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items() if k != "loss"}, prog_bar=False,
+                      sync_dist=True)
+        self.log(f"{prefix}/loss", values["loss"].float(), prog_bar=True, sync_dist=True)  # one name for it
         metrics.reset()
         if self.hparams.unseen_elements == "separate":
             if float(self.unseen_metrics.n_struct) > 0:

@@ -183,7 +183,13 @@ def ensure_builtin(name: str, root=None, workers: int | None = None) -> pathlib.
     return generate(kind, size, root=root, seed=DEFAULT_SEED, workers=workers)
 
 
+_SAID: set[str] = set()
+
+
 def _say(line: str) -> None:
+    """Say ``line`` on stderr, once per process (the data module loads its sources more than once)."""
     import sys
 
-    print(f"nnip-scale: {line}", file=sys.stderr, flush=True)
+    if line not in _SAID:
+        _SAID.add(line)
+        print(f"nnip-scale: {line}", file=sys.stderr, flush=True)

@@ -1,0 +1,48 @@
+"""Quiet, readable output: no third-party advertising or deprecation noise, no progress bars in a
+redirected log, no zero-FLOPs model summary, one validation-loss name, and validate/test logging
+under their own folder instead of among the training runs."""
+
+from pathlib import Path
+
+import pytest
+
+from _emt_data import write_cu_emt  # tests/_emt_data.py
+from nnip_scale.cli import main
+
+
+@pytest.fixture(scope="module")
+def cu(tmp_path_factory):
+    return write_cu_emt(tmp_path_factory.mktemp("cu") / "cu.extxyz", groups=4, per_group=4, seed=0)
+
+
+def args(data, tmp_path: Path) -> list[str]:
+    return ["--model.backbone", "MPNN", "--model.backbone.width", "8", "--model.backbone.depth", "1",
+            "--model.backbone.cutoff", "4.0", "--data.train", str(data), "--data.cutoff", "4.0",
+            "--data.val_fraction", "0.25", "--data.test_fraction", "0.0", "--data.batch_size", "4",
+            "--data.cache_dir", str(tmp_path / "c"), "--trainer.accelerator", "cpu",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+            "--trainer.logger.init_args.name", "demo", "--trainer.default_root_dir", str(tmp_path)]
+
+
+def test_fit_output_is_quiet_and_validate_logs_apart(cu, tmp_path, capfd, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero")
+    assert main(["fit", *args(cu, tmp_path), "--trainer.max_steps", "4"]) == 0
+    out, err = capfd.readouterr()
+    text = out + err + caplog.text  # Lightning's info lines go through logging
+    assert "model: MPNN (mpnn), N = " in caplog.text  # the line that replaces Lightning's summary
+    assert "Tip:" not in text and "litlogger" not in text and "LeafSpec" not in text
+    assert "Total Flops" not in text and "\r" not in text  # no zero-FLOPs summary, no progress bar in a pipe
+    assert main(["validate", *args(cu, tmp_path)]) == 0
+    runs = tmp_path / "runs" / "demo"
+    assert (runs / "version_0" / "ledger.jsonl").is_file()
+    assert (runs / "validate" / "version_0").is_dir() and not (runs / "version_1").exists()
+
+
+def test_one_validation_loss_name(cu, tmp_path):
+    from nnip_scale.cli import build_cli
+
+    cli = build_cli(["validate", *args(cu, tmp_path)])
+    names = set(cli.trainer.callback_metrics)
+    assert "val/loss" in names and "val_loss" not in names
