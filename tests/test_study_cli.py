@@ -110,3 +110,10 @@ def test_devices_without_a_gpu_and_the_plan_columns(tmp_path, data, monkeypatch,
     out = capsys.readouterr().out.splitlines()
     assert "η*: the LR tuned at the base width" in out[0]
     assert out[2].endswith("η*=0.004 (base 8)  η(w)=0.002")
+
+
+def test_the_report_keys_a_study_file_accepts_are_the_report_options():
+    from nnip_scale.scaling.study_report import REPORT_OPTIONS
+    from nnip_scale.study.plan import KEYS
+
+    assert set(KEYS["report"]) == set(REPORT_OPTIONS)  # one list cannot drift from the other

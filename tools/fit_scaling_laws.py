@@ -5,10 +5,17 @@ Writes OUT/fit.json, OUT/fit.md and PNG figures (docs/scaling.md) via
 nnip_scale.scaling.write_report. Exit status: 0 ok; 2 bad input (the message names the file and
 line), including runs of one arch that differ in dataset, force mode, loss or validation subset
 (pool them on purpose with --pool); 1 with --strict when a law, a derived quantity or its
-bootstrap intervals could not be computed. A flagged number (docs/scaling.md) is printed as a
-warning on stderr and marked in fit.md.
+bootstrap intervals could not be computed (the holdout check included). A flagged number
+(docs/scaling.md) is printed as a warning on stderr and marked in fit.md.
+
+--holdout SPEC checks whether the laws predict: fit on the runs below a cut, predict each held-out
+run's final loss with a 95 % bootstrap interval, and compare with the measurement (fit.json
+"holdout" per architecture, a section of fit.md, holdout.png). SPEC: 'top' (each architecture's
+runs at its highest compute level) or a cut on a run's final C, N or D: 'C>1e11', 'N>5e4',
+'D>=1e6' (quote it: the shell reads > as a redirection).
 
     python tools/fit_scaling_laws.py runs/*/ledger.jsonl --out fit/ --budget-flops 1e20
+    python tools/fit_scaling_laws.py runs/ --out fit/ --holdout top
 """
 import argparse
 import os
@@ -43,6 +50,10 @@ def main(argv=None):
     p.add_argument("--pool", action="append", default=[], metavar="FIELD",
                    help="pool runs of one arch that differ in FIELD on purpose (refused by default): "
                         f"{', '.join(POOL_FIELDS)} or all; repeat or comma-separate for several")
+    p.add_argument("--holdout", default=None, metavar="SPEC",
+                   help="fit on the runs below a cut and predict the held-out runs' final loss: 'top' (each "
+                        "architecture's highest compute level) or 'C>1e11', 'N>5e4', 'D>=1e6' (a run's last row; quote "
+                        "the spec)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--strict", action="store_true", help="exit 1 if any law or interval could not be computed")
     a = p.parse_args(argv)
@@ -51,7 +62,7 @@ def main(argv=None):
             warnings.showwarning = show_warning("fit_scaling_laws")
             fit = write_report(a.inputs, a.out, drop_first=a.drop_first, ema=a.ema, n_boot=a.n_boot, seed=a.seed,
                                budget_flops=a.budget_flops, fix_linf=a.fix_linf, c_unit=a.c_unit, h_unit=a.h_unit,
-                               figures=not a.no_figures, pool=",".join(a.pool))
+                               figures=not a.no_figures, pool=",".join(a.pool), holdout=a.holdout)
     except ScalingInputError as exc:
         print(f"fit_scaling_laws: error: {exc}", file=sys.stderr)
         return 2

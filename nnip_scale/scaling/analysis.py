@@ -13,11 +13,17 @@ half usable gives ``ci95_error`` (entry) or ``ci95_missing[quantity]`` instead o
 
 :func:`bound_warnings` then flags the numbers not to trust (``flags`` per entry, machine-readable;
 ``warnings``: their messages), and :func:`fit_all` emits each as a :class:`ScalingFitWarning`.
+
+Holdout ("does the law predict?"): :func:`holdout_split` splits each architecture's runs (whole
+runs) by a cut on their final C, N or D, or ``top``; :func:`fit_holdout` refits every law on the
+runs below the cut and predicts each held-out run's final loss with a 95 % interval from the same
+bootstrap over runs (``fit_arch(..., targets=)``: each resample's parameters give one prediction).
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 
 import numpy as np
@@ -357,16 +363,24 @@ def _intervals(entry, draws, n_boot, n_runs):
         entry["ci95_missing"] = missing
 
 
-def fit_arch(pts, fix_linf=None, budget_flops=None, n_boot=200, seed=0, kappa=None):
+def fit_arch(pts, fix_linf=None, budget_flops=None, n_boot=200, seed=0, kappa=None, targets=None):
     """All laws of one architecture's points, with bootstrap-over-runs 95 % intervals and flags.
 
     Never raises on what the data cannot support: a law that cannot be fitted is ``{"error": ...}``,
     a resample in which a law or derived quantity cannot be computed is left out of its interval
-    (``n_boot_used``, ``n_boot_used_by_quantity``)."""
+    (``n_boot_used``, ``n_boot_used_by_quantity``).
+
+    ``targets`` (optional): ``{"N", "D", "C", "H"}`` arrays of points to predict the loss at (the
+    holdout check); each fitted law's prediction there, from the full fit and from every resample,
+    is returned as ``out["predictions"]`` (:func:`_prediction_intervals`)."""
     kappa = measured_kappa(pts) if kappa is None else float(kappa)
     fitter = _Arch(fix_linf, budget_flops)
     out = fitter.run(pts, kappa)
     runs = np.unique(pts["run"])
+    preds = None
+    if targets is not None:
+        preds = {law: {"value": predict_at(law, out[law], targets), "draws": []}
+                 for law in ("L_ND", "L_C", "L_H") if "error" not in out[law]}
     for law in ("L_C", "L_H"):
         e = out[law]
         if "error" not in e:
@@ -399,8 +413,17 @@ def fit_arch(pts, fix_linf=None, budget_flops=None, n_boot=200, seed=0, kappa=No
                     res = {}
                 for k in keys:
                     draws[k].append(_scalars(res[k]) if k in res and "error" not in res[k] else None)
+                for law, p in (preds or {}).items():
+                    p["draws"].append(predict_at(law, res[law], targets) if law in res and "error" not in res[law]
+                                      else None)
             for k in keys:
                 _intervals(out[k], draws[k], n_boot, len(runs))
+    if preds is not None:
+        why = (None if n_boot and len(runs) >= MIN_RUNS_BOOT else
+               "no bootstrap (n_boot = 0)" if not n_boot else
+               f"too few runs for a bootstrap over runs: {len(runs)} < {MIN_RUNS_BOOT}")
+        out["predictions"] = {law: _prediction_intervals(p["value"], p["draws"], int(n_boot or 0), why)
+                              for law, p in preds.items()}
     for k in ("L_ND", "L_C", "L_H"):
         if "theta" in out[k]:
             out[k]["theta"] = [float(v) for v in out[k]["theta"]]
@@ -412,14 +435,20 @@ def fit_arch(pts, fix_linf=None, budget_flops=None, n_boot=200, seed=0, kappa=No
 
 
 def _fit_one(args):
-    pts, kw = args
+    pts, kw, plan = args
     try:
-        return fit_arch(pts, **kw)
+        out = fit_arch(pts, **kw)
     except Exception as err:  # noqa: BLE001 - one architecture's failure must not lose the others
         why = _why(err)
         out = {k: {"error": why} for k in ("L_ND", "L_C", "L_H", "allocation")}
         out.update(kappa_measured=None, n_points=int(len(pts["loss"])), n_runs=int(len(np.unique(pts["run"]))))
-        return out
+    if plan is not None:
+        try:
+            out["holdout"] = fit_holdout(pts, plan, fix_linf=kw.get("fix_linf"), n_boot=kw.get("n_boot", 200),
+                                         seed=kw.get("seed", 0))
+        except Exception as err:  # noqa: BLE001 - the check must not lose the fit itself
+            out["holdout"] = {**_plan_head(plan), "error": _why(err)}
+    return out
 
 
 def emit_flags(archs):
@@ -429,14 +458,15 @@ def emit_flags(archs):
             warnings.warn(f"{arch}: {law}: {f['message']}", ScalingFitWarning, stacklevel=3)
 
 
-def fit_all(pts, workers=None, emit=True, **kw):
+def fit_all(pts, workers=None, emit=True, holdout=None, **kw):
     """{arch: fit_arch(points of that arch)} in sorted arch order. Architectures are independent,
     so with several of them and a bootstrap they are fitted in parallel processes (``workers``,
     default: the CPU count); results are identical to the serial ones (each fit is seeded).
     The flags of every fit are emitted as ScalingFitWarning here, in the calling process
-    (``emit=False``: not)."""
+    (``emit=False``: not). ``holdout``: ``{arch: plan}`` from :func:`holdout_split`; each arch with
+    a plan also gets ``out["holdout"]`` (:func:`fit_holdout`), in the same worker."""
     archs = [str(a) for a in sorted(np.unique(pts["arch"]))]
-    jobs = [(subset(pts, pts["arch"] == a), kw) for a in archs]
+    jobs = [(subset(pts, pts["arch"] == a), kw, (holdout or {}).get(a)) for a in archs]
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     if workers > 1 and kw.get("n_boot"):
         import multiprocessing
@@ -461,3 +491,286 @@ def fit_all(pts, workers=None, emit=True, **kw):
     if emit:
         emit_flags(result)
     return result
+
+
+# ---------------------------------------------------------------- holdout: does the law predict?
+
+#: the holdout cut variables: a run's value is that of its last row (what the run cost in total)
+HOLDOUT_VARS = {"C": ("training FLOPs", " FLOP"), "N": ("parameters", ""), "D": ("atoms seen", "")}
+#: ``top``: per architecture, the runs whose final C is within this fraction of its largest (one
+#: compute level: the seeds of one grid cell measure slightly different FLOPs)
+TOP_RTOL = 0.1
+HOLDOUT_FORMS = (f"'top' (per architecture, the runs at its highest compute level: final C within {TOP_RTOL:.0%} "
+                 "of its largest) or a cut VAR>VALUE or VAR>=VALUE, VAR one of C (training FLOPs), N (parameters), "
+                 "D (atoms seen), VALUE a number: e.g. C>1e11, N>5e4, D>=1e6")
+#: what each law predicts a held-out run's final loss from
+LAW_INPUTS = {"L_ND": ("N", "D"), "L_C": ("C",), "L_H": ("H",)}
+#: the fitted parameters quoted in a holdout section, per law
+HOLDOUT_PARAMS = {"L_ND": ("alpha", "beta", "L_inf", "A", "B"), "L_C": ("gamma", "L_inf", "F"),
+                  "L_H": ("gamma_h", "L_inf", "F_h")}
+
+
+def parse_holdout(spec):
+    """A holdout spec -> ``{"spec", "var", "op", "value"}``: ``"top"`` (op ``"top"``, var C, value
+    None) or ``VAR>VALUE`` / ``VAR>=VALUE`` (VAR in HOLDOUT_VARS, any case). Anything else raises
+    ScalingInputError naming the expected forms."""
+    text = spec.strip() if isinstance(spec, str) else spec
+
+    def bad(why):
+        return ScalingInputError(f"holdout {text!r}: {why}; expected {HOLDOUT_FORMS}")
+
+    if not isinstance(text, str) or not text:
+        raise bad("not a cut" if not isinstance(text, str) else "empty")
+    if text.lower() == "top":
+        return {"spec": "top", "var": "C", "op": "top", "value": None}
+    m = re.fullmatch(r"([A-Za-z_]+)\s*(>=|>)\s*(\S+)", text)
+    if m is None:
+        other = re.fullmatch(r"[A-Za-z_]+\s*(<=|<|==|=|=>|=<)\s*\S*", text)
+        if other:
+            raise bad(f"'{other.group(1)}' is not a holdout cut (the laws are fitted on the runs below the cut and "
+                      "predict the runs above it)")
+        if text.upper() in HOLDOUT_VARS:
+            raise bad("a variable without a cut (on a command line quote the spec, --holdout 'C>1e11': the shell "
+                      "reads > as a redirection)")
+        raise bad("not understood")
+    var = m.group(1).upper()
+    if var not in HOLDOUT_VARS:
+        raise bad(f"unknown variable {m.group(1)!r}")
+    try:
+        value = float(m.group(3))
+    except ValueError:
+        raise bad(f"{m.group(3)!r} is not a number") from None
+    if not math.isfinite(value):
+        raise bad(f"the value {m.group(3)!r} is not finite")
+    return {"spec": f"{var}{m.group(2)}{m.group(3)}", "var": var, "op": m.group(2), "value": value}
+
+
+def _cut_text(h):
+    what, unit = HOLDOUT_VARS[h["var"]]
+    if h["op"] == "top":
+        return (f"per architecture, the runs whose final C ({what}) is within {TOP_RTOL:.0%} of its largest "
+                "are held out")
+    return f"runs with final {h['var']} {h['op']} {h['value']:g}{unit} ({what} of the run's last row) are held out"
+
+
+def _plan_head(plan):
+    return {k: plan[k] for k in ("spec", "cut", "var") if k in plan}
+
+
+def final_rows(pts):
+    """{(arch, run): index of the run's last row} (largest step; on a tie, the later row)."""
+    out = {}
+    for i in range(len(pts["loss"])):
+        key = (str(pts["arch"][i]), str(pts["run"][i]))
+        j = out.get(key)
+        if j is None or not pts["step"][i] < pts["step"][j]:
+            out[key] = i
+    return out
+
+
+def holdout_split(pts, spec):
+    """Split each architecture's runs by ``spec`` (:func:`parse_holdout`): whole runs, never single
+    rows; a run's value of the cut variable is that of its last row. Call on the points as read
+    (before :func:`preprocess`): the measured final loss is the last row's raw value.
+
+    Returns ``{arch: plan}``, plan = ``{"spec", "cut", "var", "fitted_runs", "held_out_runs",
+    "final": {run: {N, D, C, H, loss, step, src}}}``, or ``{"spec", "cut", "var", "error"}`` for an
+    architecture that the cut does not split (holds out none or all of its runs, or a run lacks the
+    variable). Raises ScalingInputError, naming the cut and the runs' range, when it splits none."""
+    h = parse_holdout(spec)
+    var, value = h["var"], h["value"]
+    what, unit = HOLDOUT_VARS[var]
+    head = {"spec": h["spec"], "cut": _cut_text(h), "var": var}
+    finals = final_rows(pts)
+    plans, ranges, kinds = {}, {}, set()
+    for arch in sorted({a for a, _ in finals}):
+        final = {run: {**{k: float(pts[k][i]) for k in ("N", "D", "C", "H", "loss", "step")},
+                       "src": str(pts["src"][i])} for (a, run), i in finals.items() if a == arch}
+        vals = {run: f[var] for run, f in final.items()}
+        missing = [run for run, v in vals.items() if not np.isfinite(v)]
+        if missing:
+            kinds.add("missing")
+            where = final[missing[0]]["src"]
+            plans[arch] = {**head, "error": f"the final {var} ({what}) of run {missing[0]!r} ({where}) is not recorded, "
+                                            f"so the runs cannot be split by {var}"}
+            continue
+        lo, hi = min(vals.values()), max(vals.values())
+        ranges[arch] = (lo, hi)
+        if h["op"] == "top":
+            held = {run for run, v in vals.items() if v >= hi * (1.0 - TOP_RTOL)}
+        else:
+            held = {run for run, v in vals.items() if (v >= value if h["op"] == ">=" else v > value)}
+        span = f"final {var} of its {len(vals)} runs: {lo:.3g} to {hi:.3g}{unit}"
+        if not held:
+            kinds.add("none")
+            plans[arch] = {**head, "error": f"holds out none of this architecture's runs ({span})"}
+        elif len(held) == len(vals):
+            kinds.add("all")
+            why = ("every run is at its top compute level" if h["op"] == "top" else "holds out every run")
+            plans[arch] = {**head, "error": f"{why} of this architecture ({span}): nothing left to fit on"}
+        else:
+            by_value = lambda run: (vals[run], run)  # noqa: E731
+            plans[arch] = {**head, "fitted_runs": sorted(set(vals) - held, key=by_value),
+                           "held_out_runs": sorted(held, key=by_value), "final": final}
+    if not any("error" not in p for p in plans.values()):
+        if ranges:
+            glo, ghi = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
+            per = ", ".join(f"{a} {lo:.3g}–{hi:.3g}" for a, (lo, hi) in ranges.items())
+            head_msg = {frozenset({"none"}): "holds out no run", frozenset({"all"}): (
+                "leaves nothing to fit on (every run of each architecture is at its top compute level)"
+                if h["op"] == "top" else "holds out every run, leaving nothing to fit on")}.get(
+                frozenset(kinds), "splits no architecture into runs below and above it")
+            raise ScalingInputError(
+                f"holdout {h['spec']!r} {head_msg}: the runs' final {var} ({what}, last row of each run) range from "
+                f"{glo:.3g} to {ghi:.3g}{unit} (per architecture: {per}); choose a cut inside an architecture's range")
+        raise ScalingInputError(f"holdout {h['spec']!r}: " + "; ".join(f"{a}: {p['error']}" for a, p in plans.items()))
+    return plans
+
+
+def predict_at(law, entry, targets):
+    """A fitted law's loss at ``targets`` ({"N", "D", "C", "H"} arrays), from its log-space
+    parameters ``theta`` (an exponent on its bound with A = exp(-750) = 0.0 is still exact); NaN
+    where an input is missing or not positive."""
+    th = np.asarray(entry["theta"], float)
+    with np.errstate(all="ignore"):
+        if law == "L_ND":
+            n, d = (np.asarray(targets[k], float) for k in ("N", "D"))
+            v = entry["L_inf"] + np.exp(th[0] - th[2] * np.log(n)) + np.exp(th[1] - th[3] * np.log(d))
+            ok = (n > 0) & (d > 0)
+        else:
+            x = np.asarray(targets[AXES[law][0]], float)
+            v = entry["L_inf"] + np.exp(th[0] - th[1] * np.log(x))
+            ok = x > 0
+    return np.where(ok & np.isfinite(v), v, np.nan)
+
+
+def _prediction_intervals(value, draws, n_boot, why=None):
+    """Per target: the full-data prediction and its 95 % percentile interval over the resamples that
+    could predict it (at least half of ``n_boot``, the rule of the parameters' intervals);
+    ``ci95_error`` says why an interval is missing (``why``: no bootstrap at all)."""
+    value = np.asarray(value, float)
+    ok = [d for d in draws if d is not None]
+    need = max(2, n_boot // 2)
+    out = {"predicted": [float(v) if np.isfinite(v) else None for v in value], "ci95": [], "ci95_error": [],
+           "n_boot": int(n_boot), "n_boot_used": []}
+    for j in range(len(value)):
+        vals = np.array([d[j] for d in ok if np.isfinite(d[j])])
+        out["n_boot_used"].append(int(len(vals)))
+        if why or len(vals) < need:
+            out["ci95"].append(None)
+            out["ci95_error"].append(why or f"only {len(vals)} of {n_boot} resamples could predict it: interval "
+                                            "not computed")
+        else:
+            out["ci95"].append([float(v) for v in np.percentile(vals, [2.5, 97.5])])
+            out["ci95_error"].append(None)
+    return out
+
+
+def residual_rms(law, e, pts):
+    """rms of log(L / L_fit) over the points a law was fitted to (every checkpoint for L(N, D), the
+    frontier points for L(C), L(H)): the scatter of one measurement about the fitted law."""
+    if law == "L_ND":
+        x, loss = pts, pts["loss"]
+    else:
+        col = AXES[law][0]
+        x, loss = {col: np.asarray(e["frontier"][col], float)}, np.asarray(e["frontier"]["loss"], float)
+    with np.errstate(all="ignore"):
+        r = np.log(loss / predict_at(law, e, x))
+    r = r[np.isfinite(r)]
+    return float(np.sqrt(np.mean(r * r))) if len(r) else None
+
+
+def _one_run_interval(value, ci, scatter):
+    """95 % interval for one run's measured loss: the law's interval ``ci`` (the resamples'
+    predictions) widened, in log space and in quadrature, by 1.96 x ``scatter`` (the fitted points'
+    rms scatter about the law): log half-widths sqrt(h_ci^2 + (1.96 s)^2). None without ``ci``."""
+    if ci is None or scatter is None or not value > 0 or min(ci) <= 0:
+        return None
+    z = 1.96 * scatter
+    lo, hi = math.log(value / ci[0]), math.log(ci[1] / value)
+    return [value * math.exp(-math.hypot(max(lo, 0.0), z)), value * math.exp(math.hypot(max(hi, 0.0), z))]
+
+
+def _law_summary(law, e):
+    """The parameters of a law fitted on the runs below the cut, with their intervals and flags."""
+    names = [k for k in HOLDOUT_PARAMS[law] if k in e]
+    out = {k: e[k] for k in names}
+    if "ci95" in e:
+        out["ci95"] = {k: v for k, v in e["ci95"].items() if k in names}
+    out.update({k: e[k] for k in ("n_boot", "n_boot_used", "ci95_error", "flags") if k in e})
+    return out
+
+
+def fit_holdout(pts, plan, fix_linf=None, n_boot=200, seed=0):
+    """The holdout check of one architecture: fit every law (:func:`fit_arch`, bootstrap over runs)
+    on the points of ``plan["fitted_runs"]`` only, and predict each held-out run's final loss (its
+    last row) with every law that could be fitted, with a 95 % percentile interval over the
+    resamples (each resample's fitted parameters give one prediction).
+
+    ``pts``: this architecture's points (preprocessed as for the main fit); ``plan``: from
+    :func:`holdout_split`. Returns the ``holdout`` section of fit.json (docs/scaling.md): the cut,
+    ``fitted_runs``, ``held_out_runs``, ``laws`` ({law: parameters fitted below the cut and
+    ``residual_rms``, or ``{"error"}``: not computable, with the reason}), ``table`` (one row per
+    held-out run and law: ``at``, ``predicted``, ``ci95`` (the law's interval), ``pi95`` (one run's:
+    :func:`_one_run_interval`), ``measured``, ``rel_error``, ``inside`` (measured in ``pi95``),
+    ``inside_ci95``, ...), ``summary`` and ``in_sample`` (measured and fitted loss of the points
+    the law describes: the fitted runs' final rows for L(N, D), the frontier points for L(C), L(H))."""
+    head = _plan_head(plan)
+    if "error" in plan:
+        return {**head, "error": plan["error"]}
+    fitted, held, fin, var = plan["fitted_runs"], plan["held_out_runs"], plan["final"], plan["var"]
+    keep = set(fitted)
+    fp = subset(pts, np.array([r in keep for r in pts["run"]], dtype=bool))
+    targets = {k: np.array([fin[r][k] for r in held]) for k in ("N", "D", "C", "H")}
+    res = fit_arch(fp, fix_linf=fix_linf, n_boot=n_boot, seed=seed, targets=targets)
+    preds = res.pop("predictions", {})
+    top_fitted = max(fin[r][var] for r in fitted)
+    out = {**head, "fitted_runs": list(fitted), "held_out_runs": list(held), "n_points_fitted": int(len(fp["loss"])),
+           "laws": {}, "table": [], "summary": {}, "in_sample": {}}
+    inside_targets = {k: np.array([fin[r][k] for r in fitted]) for k in ("N", "D", "C", "H")}
+    for law in ("L_ND", "L_C", "L_H"):
+        e = res[law]
+        if "error" in e:
+            out["laws"][law] = {"error": f"not computable from the {len(fitted)} run{'s' if len(fitted) != 1 else ''} "
+                                        f"below the cut: {e['error']}"}
+            continue
+        out["laws"][law] = _law_summary(law, e)
+        scatter = residual_rms(law, e, fp)
+        out["laws"][law]["residual_rms"] = scatter
+        p = preds[law]
+        errs = []
+        for j, run in enumerate(held):
+            m = fin[run]["loss"]
+            row = {"run": run, "law": law, "at": {k: fin[run][k] for k in LAW_INPUTS[law]}, "step": fin[run]["step"],
+                   "beyond_fit": fin[run][var] / top_fitted if top_fitted > 0 else None, "measured": m}
+            v = p["predicted"][j]
+            if v is None:
+                row.update(predicted=None, ci95=None, pi95=None, rel_error=None, inside=None, inside_ci95=None,
+                           note=f"not predicted: {' or '.join(LAW_INPUTS[law])} of its last row not recorded or not "
+                                "positive")
+            else:
+                ci = p["ci95"][j]
+                pi = _one_run_interval(v, ci, scatter)
+                row.update(predicted=v, ci95=ci, pi95=pi, n_boot_used=p["n_boot_used"][j], rel_error=(v - m) / m,
+                           inside=None if pi is None else bool(pi[0] <= m <= pi[1]),
+                           inside_ci95=None if ci is None else bool(ci[0] <= m <= ci[1]))
+                if ci is None:
+                    row["ci95_error"] = p["ci95_error"][j]
+                errs.append(abs(row["rel_error"]))
+            out["table"].append(row)
+        judged = [r for r in out["table"] if r["law"] == law and r["inside"] is not None]
+        out["summary"][law] = {"n_held_out": len(held), "n_predicted": len(errs), "n_with_interval": len(judged),
+                               "n_inside": sum(r["inside"] for r in judged),
+                               "median_abs_rel_error": float(np.median(errs)) if errs else None,
+                               "max_abs_rel_error": float(np.max(errs)) if errs else None}
+        if law == "L_ND":  # the fitted runs' final losses against the fit
+            ins = predict_at(law, e, inside_targets)
+            out["in_sample"][law] = [{"run": r, "predicted": float(v) if np.isfinite(v) else None,
+                                      "measured": fin[r]["loss"]} for r, v in zip(fitted, ins)]
+        else:  # a frontier law describes its frontier points (a run's final row may lie well above it)
+            col = AXES[law][0]
+            fx = {col: np.asarray(e["frontier"][col], float)}
+            out["in_sample"][law] = [{"run": r, "predicted": float(v) if np.isfinite(v) else None, "measured": float(m)}
+                                     for r, v, m in zip(e["frontier"]["run"], predict_at(law, e, fx),
+                                                        e["frontier"]["loss"])]
+    return out

@@ -5,6 +5,9 @@
 - ``loss_vs_N_D.png`` (paper Fig. 5 style): one row per architecture; loss vs N coloured by D with
   the fitted L(N, D) at a few D, and loss vs D coloured by N with the fit at a few N.
 - ``residuals.png``: log(L / L_fit) of L(N, D) on all points and of L(C), L(H) on their frontiers.
+- ``holdout.png`` (with a holdout): predicted vs measured final loss of the held-out runs, one panel
+  per law, 95 % bootstrap intervals as error bars, the y = x line; the fitted runs' own final losses
+  faint for comparison.
 """
 from __future__ import annotations
 
@@ -241,6 +244,77 @@ def residual_figure(pts, fits, path):
     save_atomic(fig, path)
 
 
+_LAW_TITLE = {"L_ND": "L(N, D) at the run's N, D", "L_C": "L(C) at the run's C", "L_H": "L(H) at the run's H"}
+
+
+def holdout_figure(fits, path):
+    """Predicted vs measured final loss of the held-out runs (fits[arch]["holdout"]): one panel per
+    law with at least one prediction, points in the architecture's colour and marker (filled: the
+    measurement is inside the one-run 95 % interval; open: outside; half-filled: no interval),
+    vertical bars the intervals (thick: the law's, thin: one run's), the y = x line; faint, the
+    points the law was fitted to against its fit (``in_sample``: the fitted runs' final losses for
+    L(N, D), the frontier points for L(C), L(H))."""
+    plt = _plt()
+    laws = [law for law in ("L_ND", "L_C", "L_H")
+            if any(r["law"] == law and r.get("predicted") is not None
+                   for f in fits.values() for r in (f.get("holdout") or {}).get("table") or [])]
+    spec = next((f["holdout"].get("spec") for f in fits.values() if isinstance(f.get("holdout"), dict)), "?")
+    fig, axes = plt.subplots(1, max(1, len(laws)), figsize=(5.0 * max(1, len(laws)), 4.9), squeeze=False)
+    axes = axes[0]
+    if not laws:
+        axes[0].text(0.5, 0.5, f"holdout {spec}: no prediction could be computed\n(fit.md lists why)",
+                     ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    for ax, law in zip(axes, laws):
+        values, faint = [], False
+        for i, (arch, fit) in enumerate(fits.items()):
+            h = fit.get("holdout") or {}
+            rows = [r for r in h.get("table") or [] if r["law"] == law and r.get("predicted") is not None]
+            if not rows:
+                continue
+            colour, marker = arch_style(i)
+            ins = [r for r in (h.get("in_sample") or {}).get(law) or [] if r.get("predicted") is not None]
+            if ins:
+                m, p = np.array([r["measured"] for r in ins]), np.array([r["predicted"] for r in ins])
+                ax.scatter(m, p, s=14, color=colour, marker=marker, alpha=0.3, lw=0)
+                values += [*m, *p]
+                faint = True
+            n_in = sum(r.get("inside") is True for r in rows)
+            n_ci = sum(r.get("inside") is not None for r in rows)
+            label = f"{arch}: {n_in}/{n_ci} inside" if n_ci else f"{arch}: no interval"
+            for r in rows:
+                m, p = r["measured"], r["predicted"]
+                for ci, lw, cap in ((r.get("pi95"), 0.9, 3), (r.get("ci95"), 2.6, 0)):  # one run: thin; law: thick
+                    if ci:
+                        ax.errorbar([m], [p], yerr=[[max(p - ci[0], 0.0)], [max(ci[1] - p, 0.0)]], fmt="none",
+                                    ecolor=colour, elinewidth=lw, capsize=cap, zorder=2)
+                        values += list(ci)
+                style = {True: {"mfc": colour}, False: {"mfc": "white"},
+                         None: {"mfc": colour, "fillstyle": "left", "markerfacecoloralt": "white"}}[r.get("inside")]
+                ax.plot([m], [p], marker, ms=7, color=colour, mec=colour, mew=1.4, zorder=3, **style)
+                values += [m, p]
+            ax.plot([], [], marker, ms=7, color=colour, ls="none", label=label)  # legend: the arch, neutral fill
+        v = np.array([x for x in values if x is not None and np.isfinite(x) and x > 0])
+        lo, hi = (v.min() / 1.05, v.max() * 1.05) if len(v) else (0.1, 1.0)
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="y = x")
+        if faint:
+            ax.scatter([], [], s=14, color="0.5", alpha=0.4, lw=0,
+                       label="faint: " + ("fitted runs' final losses" if law == "L_ND" else "fitted frontier points")
+                       + " (in-sample)")
+        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured final validation loss",
+               ylabel="predicted from the runs below the cut")
+        ax.set_title(f"{_LAW_TITLE[law]} (holdout {spec})", fontsize=9)
+        readable_log_axis(ax, "x", v)
+        readable_log_axis(ax, "y", v)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.text(0.5, 0.01, "thick bar: the law's 95 % bootstrap interval; thin bar with caps: 95 % for one run (with the "
+             "fitted points' scatter); filled marker: measurement inside the one-run interval, open: outside, "
+             "half-filled: no interval", ha="center", va="bottom", fontsize=7.5)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    save_atomic(fig, path)
+
+
 def write_figures(pts, fits, out_dir):
     """All figures into out_dir; returns (file names written, [error strings]). A figure that fails
     is reported, never fatal: the fit itself is what the report needs."""
@@ -251,6 +325,8 @@ def write_figures(pts, fits, out_dir):
         jobs.append(("frontier_gpu_hours.png", lambda p: frontier_figure(pts, fits, "L_H", p)))
     jobs += [("loss_vs_N_D.png", lambda p: lnd_figure(pts, fits, p)),
              ("residuals.png", lambda p: residual_figure(pts, fits, p))]
+    if any(isinstance(f.get("holdout"), dict) for f in fits.values()):
+        jobs.append(("holdout.png", lambda p: holdout_figure(fits, p)))
     names, errors = [], []
     for name, draw in jobs:
         try:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 
 import numpy as np
 
-from .analysis import emit_flags, fit_all, flags_of, preprocess
+from .analysis import emit_flags, fit_all, flags_of, holdout_split, parse_holdout, preprocess
 from .io import POOL_FIELDS, load_points
 
 LAWS = ("L_ND", "L_C", "L_H")
 ENTRIES = (*LAWS, "allocation", "consistency")
+LAW_LABEL = {"L_ND": "L(N, D)", "L_C": "L(C)", "L_H": "L(H)"}
 
 
 def write_atomic(path, text):
@@ -38,9 +40,10 @@ def _clean(x):
     return x
 
 
-def errors(fit):
+def errors(fit, holdout=True):
     """``["arch: law: reason", ...]`` for every law (or its intervals, or a quantity) that could not
-    be computed."""
+    be computed; with ``holdout``, also what the holdout check could not compute
+    (:func:`holdout_errors`)."""
     out = []
     for arch, entry in fit["architectures"].items():
         for key in ENTRIES:
@@ -56,7 +59,137 @@ def errors(fit):
                 out.append(f"{arch}: {key} ci95: {e['ci95_error']}")
             for name, why in (e.get("ci95_missing") or {}).items():
                 out.append(f"{arch}: {key} ci95 {name}: {why}")
+    return out + (holdout_errors(fit) if holdout else [])
+
+
+def holdout_errors(fit):
+    """``["arch: holdout ...: reason", ...]``: an architecture the cut does not split, a law not
+    computable from the runs below the cut, a prediction or interval not computed (one line per
+    reason)."""
+    out = []
+    for arch, entry in fit["architectures"].items():
+        h = entry.get("holdout")
+        if not isinstance(h, dict):
+            continue
+        if "error" in h:
+            out.append(f"{arch}: holdout: {h['error']}")
+            continue
+        for law, e in (h.get("laws") or {}).items():
+            if "error" in e:
+                out.append(f"{arch}: holdout {law}: {e['error']}")
+        seen = {}  # one line per reason: (what, reason) -> (laws, runs)
+        for row in h.get("table") or []:
+            what, why = ("prediction", row["note"]) if row.get("note") else ("interval", row.get("ci95_error"))
+            if why:
+                laws, runs = seen.setdefault((what, why), ({}, {}))
+                laws[row["law"]] = runs[row["run"]] = None
+        out += [f"{arch}: holdout {what} of {', '.join(laws)} ({', '.join(runs)}): {why}"
+                for (what, why), (laws, runs) in seen.items()]
     return out
+
+
+def _loss(v, ci=None):
+    if v is None:
+        return "–"
+    return f"{v:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci and None not in ci else "")
+
+
+def _g(v):
+    """3 significant digits, exponent without '+' and leading zeros: 3e4, 1.77e11, 0.0024."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{v:.3g}")
+
+
+def _at(at):
+    unit = {"C": " FLOP", "H": " h"}
+    return ", ".join(f"{k} = {_g(v)}{unit.get(k, '')}" if v is not None else f"{k} = –" for k, v in at.items())
+
+
+def holdout_markdown(fit):
+    """The holdout check as markdown lines (no heading): what was held out and how, the table of
+    predicted vs measured final losses, a summary per architecture and law, the laws fitted below
+    the cut (with their flags) and what could not be computed. [] without a holdout."""
+    archs = {a: e["holdout"] for a, e in fit["architectures"].items() if isinstance(e.get("holdout"), dict)}
+    if not archs:
+        return []
+    o = fit["options"]
+    first = next(iter(archs.values()))
+    lines = [f"Holdout `{first.get('spec')}`: {first.get('cut')}. Every law is refitted on the runs below the cut "
+             f"only (bootstrap over those runs, n_boot={o.get('n_boot')}) and predicts each held-out run's final "
+             "validation loss (its last ledger row): L(N, D) at the run's N and D, L(C) at its C, L(H) at its H. "
+             "Intervals: [the law's 95 %]: 2.5–97.5 % percentiles of the resamples' predictions (the uncertainty "
+             "of the fitted law); \"one run\": that interval widened by the scatter of the fitted points about the "
+             "law (1.96 × their rms in log L, in quadrature), the range one run's measured loss should fall in. "
+             "\"inside\" refers to the one-run interval (\"law: no\": outside the law's own). L(C) and L(H) are "
+             "frontier laws: they predict the best loss reachable with that compute, so a held-out run off the "
+             "compute-optimal path lies above them. \"beyond fit\": the run's value of the cut variable over the "
+             "largest among the fitted runs.", "",
+             "| arch | held-out run | law | at | beyond fit | predicted [the law's 95 %] | one run 95 % | measured "
+             "| rel. error | inside |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = 0
+    for arch, h in archs.items():
+        var = h.get("var", "")
+        for r in h.get("table") or []:
+            inside = {True: "yes", False: "**no**", None: "no interval" if r.get("predicted") is not None else "–"}
+            inside = inside[r.get("inside")] + (" (law: no)" if r.get("inside") and r.get("inside_ci95") is False
+                                                else "")
+            beyond = f"{r['beyond_fit']:.2g}× {var}" if r.get("beyond_fit") is not None else "–"
+            rel = f"{100 * r['rel_error']:+.1f} %" if r.get("rel_error") is not None else "–"
+            pi = f"[{r['pi95'][0]:.4g}, {r['pi95'][1]:.4g}]" if r.get("pi95") else "–"
+            lines.append(f"| {arch} | {r['run']} | {LAW_LABEL[r['law']]} | {_at(r['at'])} | {beyond} "
+                         f"| {_loss(r.get('predicted'), r.get('ci95'))} | {pi} | {_loss(r['measured'])} | {rel} "
+                         f"| {inside} |")
+            rows += 1
+    if not rows:
+        lines.append("| – | – | – | – | – | – | – | – | – | no prediction computed (below) |")
+    summary = []
+    for arch, h in archs.items():
+        parts = []
+        for law, s in (h.get("summary") or {}).items():
+            if not s.get("n_predicted"):
+                continue
+            med, worst = s.get("median_abs_rel_error"), s.get("max_abs_rel_error")
+            n, k = s["n_predicted"], s["n_with_interval"]
+            inside = (f"{s['n_inside']}/{k} inside its interval" + (f" ({n - k} without one)" if n > k else "")
+                      if k else "no interval")
+            error = (f"|rel. error| {100 * med:.1f} %" if n == 1 else
+                     f"|rel. error| median {100 * med:.1f} %, max {100 * worst:.1f} %")
+            parts.append(f"{LAW_LABEL[law]} {inside}, {error}")
+        if parts:
+            summary.append(f"- {arch} ({len(h['held_out_runs'])} held out, fitted on {len(h['fitted_runs'])} runs): "
+                           + "; ".join(parts))
+    if summary:
+        lines += ["", "Summary:", ""] + summary
+    fitted, flags = [], []
+    names = {"alpha": "α", "beta": "β", "L_inf": "L∞", "gamma": "γ_c", "gamma_h": "γ_h"}
+    for arch, h in archs.items():
+        parts = []
+        for law, e in (h.get("laws") or {}).items():
+            if "error" in e:
+                continue
+            flagged = {f["quantity"] for f in e.get("flags") or []}
+            cells = []
+            for k in ("alpha", "beta", "gamma", "gamma_h", "L_inf"):
+                if k in e and e[k] is not None:
+                    cells.append(f"{names[k]} = {_val(e, k, '.3g' if k == 'L_inf' else '.3f')}"
+                                 + (" ⚠" if k in flagged or "*" in flagged else ""))
+            if e.get("residual_rms") is not None:
+                cells.append(f"scatter {100 * e['residual_rms']:.1f} %")
+            parts.append(f"{LAW_LABEL[law]} " + ", ".join(cells))
+            flags += [f"- {arch} {LAW_LABEL[law]} {f['quantity']} [{f['kind']}]: {f['message']}"
+                      for f in e.get("flags") or []]
+        if parts:
+            fitted.append(f"- {arch} ({len(h['fitted_runs'])} runs, {h.get('n_points_fitted')} points): "
+                          + "; ".join(parts))
+    if fitted:
+        lines += ["", "The laws that made the predictions (fitted on the runs below the cut; 95 % intervals):", ""] \
+            + fitted
+    if flags:
+        lines += ["", "Flags of those fits (⚠; docs/scaling.md):", ""] + flags
+    errs = holdout_errors(fit)
+    if errs:
+        lines += ["", "Not computed:", ""] + [f"- {e}" for e in errs]
+    return lines
 
 
 def warnings_of(fit):
@@ -90,9 +223,10 @@ class _Marks:
         return " ⚠" + ",".join(map(str, nums)) if nums else ""
 
 
-def markdown(fit):
+def markdown(fit, holdout=True):
     """fit.md: one table of the laws per architecture (95 % bootstrap intervals in brackets); a
-    flagged number carries ``⚠n``, footnote n under the tables says why."""
+    flagged number carries ``⚠n``, footnote n under the tables says why. With ``holdout`` (and a
+    holdout in the fit), the holdout check follows as its own section (:func:`holdout_markdown`)."""
     o = fit["options"]
     mark = _Marks(fit)
     pool = o.get("pool") or []
@@ -143,12 +277,15 @@ def markdown(fit):
     if boot:
         lines += ["", "Usable bootstrap resamples (n_boot_used / n_boot; the others could not be fitted or computed "
                       "and are left out of the intervals): " + "; ".join(boot) + "."]
-    errs = errors(fit)
+    errs = errors(fit, holdout=False)
     if errs:
         lines += ["", "Not computed:", ""] + [f"- {e}" for e in errs]
     if mark.notes:
         lines += ["", "Flags (⚠n next to a number: do not quote it without its flag; docs/scaling.md):", ""] + \
                  [f"- {n}" for n in mark.notes]
+    held = holdout_markdown(fit) if holdout else []
+    if held:
+        lines += ["", "## Holdout: does the law predict?", ""] + held
     if o.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in o["notes"]]
     if fit.get("figures"):
@@ -157,7 +294,7 @@ def markdown(fit):
 
 
 def write_report(inputs, out_dir, *, drop_first=0.05, ema=None, n_boot=200, seed=0, budget_flops=None,
-                 fix_linf=None, c_unit=None, h_unit=None, figures=True, pool=()) -> dict:
+                 fix_linf=None, c_unit=None, h_unit=None, figures=True, pool=(), holdout=None) -> dict:
     """Fit every law per architecture on ``inputs`` (ledger ``.jsonl`` / CSV paths, directories or
     globs) and write ``out_dir/fit.json``, ``out_dir/fit.md`` and the PNG figures; returns the
     fit.json dict ``{"options": {...}, "architectures": {arch: {...}}, "identity": {...},
@@ -168,10 +305,20 @@ def write_report(inputs, out_dir, *, drop_first=0.05, ema=None, n_boot=200, seed
     ScalingInputError; a law the data cannot support (too few runs/points, N not varying) or whose
     fit fails becomes ``{"error": reason}`` and the others are still fitted. Flags (numbers not to
     trust) are in each entry's ``flags``, listed in ``warnings`` and emitted as ScalingFitWarning.
+
+    ``holdout``: a cut (``"C>1e11"``, ``"N>5e4"``, ``"D>=1e6"``) or ``"top"``
+    (:func:`nnip_scale.scaling.analysis.parse_holdout`): each architecture's laws are also refitted
+    on its runs below the cut and predict the held-out runs' final losses with 95 % bootstrap
+    intervals (``architectures[ARCH]["holdout"]``, a section of fit.md, ``holdout.png``). A bad
+    spec, or a cut that splits no architecture's runs (holds out nothing or everything), raises
+    ScalingInputError naming the cut and the runs' range.
     """
+    spec = None if holdout is None or holdout is False else parse_holdout(holdout)["spec"]  # before reading
     pts, meta = load_points(inputs, c_unit=c_unit, h_unit=h_unit, pool=pool)
+    plans = holdout_split(pts, spec) if spec else None  # on the rows as read: the final loss is the raw one
     pts = preprocess(pts, drop_first, ema)
-    archs = fit_all(pts, fix_linf=fix_linf, budget_flops=budget_flops, n_boot=n_boot, seed=seed, emit=False)
+    archs = fit_all(pts, fix_linf=fix_linf, budget_flops=budget_flops, n_boot=n_boot, seed=seed, emit=False,
+                    holdout=plans)
     os.makedirs(out_dir, exist_ok=True)
     names, fig_errors = [], []
     if figures:
@@ -180,7 +327,7 @@ def write_report(inputs, out_dir, *, drop_first=0.05, ema=None, n_boot=200, seed
         names, fig_errors = write_figures(pts, archs, out_dir)
     fit = {"options": {"inputs": [str(f) for f in meta["files"]], "units": meta["units"], "drop_first": drop_first,
                        "ema": ema, "n_boot": n_boot, "seed": seed, "budget_flops": budget_flops,
-                       "fix_linf": fix_linf, "pool": meta["pool"], "notes": meta["notes"],
+                       "fix_linf": fix_linf, "pool": meta["pool"], "holdout": spec, "notes": meta["notes"],
                        "n_points_after_preprocess": int(len(pts["loss"]))},
            "architectures": archs, "identity": meta["identity"], "figures": names}
     if fig_errors:

@@ -19,9 +19,11 @@ from pathlib import Path
 
 #: options of the study file's ``report:`` section and their defaults (passed to write_report);
 #: ``pool``: identity fields (dataset, force_mode, loss, val_set, or all) whose differences within
-#: one architecture are pooled on purpose instead of refused (docs/scaling.md)
+#: one architecture are pooled on purpose instead of refused (docs/scaling.md); ``holdout``: a cut
+#: ("top", "C>1e11", "N>5e4", "D>=1e6") whose held-out runs the laws fitted below it must predict
+#: (docs/scaling.md, "Holdout: does the law predict?")
 REPORT_OPTIONS = {"drop_first": 0.05, "ema": None, "n_boot": 200, "seed": 0, "budget_flops": None, "fix_linf": None,
-                  "pool": None}
+                  "pool": None, "holdout": None}
 
 
 def _fmt(x, spec=".3g") -> str:
@@ -97,14 +99,16 @@ def cost_table(study, finals: dict) -> list[str]:
             lines.append(f"| {arch} | {len(rows)} | – | – | – |")
             continue
         mean = sum(ratios) / len(ratios)
+        wall = f"{sum(walls) / len(walls):.1f}" if walls else "–"  # runs that recorded no wall_s
         lines.append(f"| {arch} | {len(rows)} | {mean:.1f} ({min(ratios):.1f}–{max(ratios):.1f}) | {mean / 3:.1f} "
-                     f"| {sum(walls) / len(walls):.1f} |")
+                     f"| {wall} |")
     return lines
 
 
 def write_study_report(study, log=print) -> Path:
     """Fit the laws on the study's ledgers and write ``<study>/report.md``; returns its path."""
-    from nnip_scale.scaling.report import markdown, write_atomic, write_report
+    from nnip_scale.scaling import ScalingInputError
+    from nnip_scale.scaling.report import holdout_markdown, markdown, write_atomic, write_report
     from nnip_scale.study import is_done, ledger_path, ledger_rows
 
     t0 = time.perf_counter()
@@ -119,10 +123,17 @@ def write_study_report(study, log=print) -> Path:
     options = {**REPORT_OPTIONS, **{k: v for k, v in study.report.items() if k in REPORT_OPTIONS}}
     unknown = sorted(set(study.report) - set(REPORT_OPTIONS))
     out = study.folder / "report"
-    fit, fit_error = {}, None
+    fit, fit_error, holdout_error = {}, None, None
     if ledgers:
         try:
-            fit = write_report(ledgers, out, **options)
+            try:
+                fit = write_report(ledgers, out, **options)
+            except ScalingInputError as err:
+                if not (options.get("holdout") and str(err).startswith("holdout ")):
+                    raise
+                # a bad or degenerate holdout cut (raised before any fit) must not cost the fit itself
+                holdout_error = str(err)
+                fit = write_report(ledgers, out, **{**options, "holdout": None})
         except (ValueError, RuntimeError) as err:  # ScalingInputError is a ValueError
             fit_error = str(err)
     else:
@@ -153,10 +164,16 @@ def write_study_report(study, log=print) -> Path:
     if fit_error:
         lines += [f"The scaling laws were not fitted: {fit_error}", ""]
     else:
-        table = markdown(fit).splitlines()[2:]  # fit.md without its title: the same table and notes
+        table = markdown(fit, holdout=False).splitlines()[2:]  # fit.md without its title and holdout section
         lines += table + ["", "Full results: `report/fit.json`, `report/fit.md` (docs/scaling.md explains each "
                           "column).", ""]
-        figures = sorted(p.name for p in out.glob("*.png"))
+        figures = sorted(fit.get("figures") or [])  # this fit's figures only (not a stale one of an earlier report)
+        held = holdout_markdown(fit) or ([f"The holdout check was not run: {holdout_error}"] if holdout_error else [])
+        if held:
+            lines += ["## Holdout: does the law predict?", "", *held, ""]
+            if "holdout.png" in figures:
+                lines += ["![holdout.png](report/holdout.png)", ""]
+        figures = [name for name in figures if not (held and name == "holdout.png")]
         if figures:
             lines += ["## Figures", ""] + [f"![{name}](report/{name})" for name in figures] + [""]
     (study.folder).mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ KEYS = {
     "architectures.<name>": ("config", "base_width", "lr", "widths"),
     "data": ("atoms", "epochs"),
     "run": ("parallel",),
-    "report": ("drop_first", "ema", "n_boot", "seed", "budget_flops", "fix_linf", "pool"),
+    "report": ("drop_first", "ema", "n_boot", "seed", "budget_flops", "fix_linf", "pool", "holdout"),
 }
 
 
