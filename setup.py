@@ -36,6 +36,34 @@ def _write_build_info(torch_version: str, cuda_version, with_cuda: bool) -> None
     os.replace(tmp, path)
 
 
+def _sources() -> dict[str, list[str]]:
+    """csrc/sources.txt, the one source list shared with CMakeLists.txt: kind -> paths. Fails when
+    a .cpp/.cu under csrc/cpu or csrc/cuda is not listed, or a listed file does not exist."""
+    kinds = ("schema", "cpu", "cuda", "cuda_glue")
+    out: dict[str, list[str]] = {k: [] for k in kinds}
+    with open(os.path.join(HERE, "csrc", "sources.txt")) as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 2 or parts[0] not in kinds:
+                raise SystemExit(f"nnip-scale: csrc/sources.txt line {n}: expected '<kind> <path>' with kind in {kinds}, got {line!r}")
+            if not os.path.isfile(os.path.join(HERE, parts[1])):
+                raise SystemExit(f"nnip-scale: csrc/sources.txt line {n}: {parts[1]} does not exist")
+            out[parts[0]].append(parts[1])
+    listed = {p for paths in out.values() for p in paths}
+    on_disk = {
+        os.path.relpath(p, HERE)
+        for pattern in ("csrc/cpu/*.cpp", "csrc/cuda/*.cpp", "csrc/cuda/*.cu")
+        for p in glob.glob(os.path.join(HERE, pattern))
+    }
+    missing = sorted(on_disk - listed)
+    if missing:
+        raise SystemExit(f"nnip-scale: {missing} not listed in csrc/sources.txt (the source list of setup.py and CMake)")
+    return out
+
+
 def _extensions():
     try:
         import torch
@@ -63,7 +91,8 @@ def _extensions():
         )
     with_cuda = (force_cuda or can_cuda) and not only_cpu
 
-    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    listed = _sources()
+    sources = listed["schema"] + listed["cpu"]
     cxx = ["-O3", "-DNNIP_PYTHON_MODULE"]
     link = []
     if torch.backends.openmp.is_available():
@@ -75,7 +104,7 @@ def _extensions():
         extra_link_args=link,
     )
     if with_cuda:
-        sources += sorted(glob.glob("csrc/cuda/*.cpp")) + sorted(glob.glob("csrc/cuda/*.cu"))
+        sources += listed["cuda_glue"] + listed["cuda"]
         kwargs["extra_compile_args"] = {"cxx": cxx + ["-DNNIP_WITH_CUDA"], "nvcc": ["-O3"]}
         ext = CUDAExtension(sources=sources, **kwargs)
     else:

@@ -185,7 +185,7 @@ def test_pyg_backend():
     try:
         import torch_scatter  # noqa: F401
     except ImportError:
-        with pytest.raises(RuntimeError, match="backend='pyg' needs torch-scatter"):
+        with pytest.raises(RuntimeError, match="backend='pyg' unavailable: needs torch-scatter"):
             scatter_sum(src, index, 12, backend="pyg")
         pytest.skip("torch-scatter not installed: checked the error message only")
     out = scatter_sum(src, index, 12, backend="pyg")

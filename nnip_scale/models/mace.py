@@ -13,7 +13,13 @@ Y(r̂) the spherical harmonics ℓ = 0..sh_max_ell and u(d) the cutoff envelope,
     ε_i  += Linear(h_i^{ℓ=0})  (last layer: MLP(h_i^{ℓ=0}), hidden ``readout_hidden``)
 
 The Clebsch–Gordan and product-basis coefficients are cuequivariance descriptors; the hot ops
-run through ``nnip_scale.ops`` (torch reference or cuequivariance-torch, same parameters).
+run through ``nnip_scale.ops`` (torch reference, native kernels or cuequivariance-torch, same
+parameters). The model's ``backend`` is passed to each op through
+``nnip_scale.ops.registry.per_op_backend`` (``MACE.op_backends`` lists the result): with
+``native``, the interaction (``channelwise_tp_scatter``) and the scatters run on nnip_scale's
+kernels, the spherical harmonics and the symmetric contraction, which have no native kernel yet,
+on ``torch``; ``auto`` picks per call (native on CPU for the interaction, cueq on CUDA when
+installed, else torch).
 The element-dependent contraction weights W_Z exist for the chemical elements listed in
 ``elements`` (default: all 1..max_atomic_number), as MACE has one weight set per element.
 
@@ -46,6 +52,7 @@ from nnip_scale.ops.equivariant import (
     spherical_harmonics,
     symmetric_contraction,
 )
+from nnip_scale.ops.registry import per_op_backend
 
 
 class MACEInteraction(nn.Module):
@@ -84,11 +91,11 @@ class MACEInteraction(nn.Module):
 
     def forward(self, h, sh, rbf, envelope, sender, receiver, element_slot, inv_avg_neighbors, n_atoms: int):
         weights = (self.radial(rbf) * envelope.unsqueeze(-1)).view(rbf.shape[0], self.tp.n_paths, self.width)
-        a = channelwise_tp_scatter(
-            self.tp, weights, self.linear_up(h), sh, sender, receiver, n_atoms, backend=self.backend
-        )
+        tp_backend = per_op_backend(self.backend, "channelwise_tp_scatter")
+        a = channelwise_tp_scatter(self.tp, weights, self.linear_up(h), sh, sender, receiver, n_atoms, backend=tp_backend)
         a = self.linear_message(a * inv_avg_neighbors)
-        b = symmetric_contraction(self.contraction, a, self.contraction_weights, element_slot, backend=self.backend)
+        sc_backend = per_op_backend(self.backend, "symmetric_contraction")
+        b = symmetric_contraction(self.contraction, a, self.contraction_weights, element_slot, backend=sc_backend)
         out = self.linear_post(b)
         return out if self.skip is None else out + self.skip(h)
 
@@ -111,7 +118,8 @@ class MACE(PotentialModel):
         max_atomic_number: size of the element embedding table.
         forces: ``"direct"`` (equivariant force head) or ``"conservative"`` (−∂E/∂r).
         compute_stress: return stress for periodic structures (conservative only).
-        backend: ops backend (auto|torch|cueq; native/pyg run the equivariant ops in torch).
+        backend: ops backend (auto|torch|native|pyg|cueq), mapped per op by
+            ``nnip_scale.ops.registry.per_op_backend`` (module docstring; ``op_backends``).
     """
 
     def __init__(
@@ -180,6 +188,12 @@ class MACE(PotentialModel):
             else:
                 self.force_head = MLP([2 * width + num_radial, width, 1], bias_last=False)
 
+    @property
+    def op_backends(self) -> dict[str, str]:
+        """The backend each hot op is called with (``per_op_backend`` of the model's backend)."""
+        ops = ("spherical_harmonics", "channelwise_tp_scatter", "symmetric_contraction", "scatter_sum")
+        return {op: per_op_backend(self.backend, op) for op in ops}
+
     def label_stem(self) -> str:
         return f"mace_l{self.max_ell}_nu{self.correlation + 1}"
 
@@ -210,7 +224,7 @@ class MACE(PotentialModel):
         receiver, sender = batch["edge_index"][0], batch["edge_index"][1]
         dist = torch.linalg.vector_norm(edge_vec, dim=-1)
         unit = edge_vec / dist.unsqueeze(-1)
-        sh = spherical_harmonics(self.sh_plan, unit, backend=self.backend)
+        sh = spherical_harmonics(self.sh_plan, unit, backend=per_op_backend(self.backend, "spherical_harmonics"))
         rbf, envelope = self.radial_basis(dist), self.envelope(dist)
         inv_avg = 1.0 / self.avg_num_neighbors
         slot = self.element_slot[z]

@@ -1,7 +1,8 @@
 """Hot ops of nnip-scale: one function per op with a ``backend`` argument.
 
 ``backend``: ``auto`` (fastest available), ``torch`` (reference), ``native`` (nnip_scale._C),
-``pyg`` (torch-scatter), ``cueq`` (cuequivariance-torch; ops it lacks fall back, see docs/ops.md).
+``pyg`` (torch-scatter), ``cueq`` (cuequivariance-torch). One resolver decides what runs
+(``registry.resolve_backend``; an explicit backend that cannot serve a call raises; docs/ops.md).
 """
 
 from nnip_scale.ops._native import check_build_info, native_available
@@ -14,6 +15,7 @@ from nnip_scale.ops.registry import (
     registered_ops,
     resolve_backend,
 )
+from nnip_scale.ops.registry import backend_table, per_op_backend, why_not  # noqa: F401
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
 from nnip_scale.ops.equivariant import channelwise_tp_scatter, spherical_harmonics, symmetric_contraction  # noqa: F401
 from nnip_scale.ops.so2 import so2_conv, so2_layout, so2_rotate_in, so2_rotate_out_scatter  # noqa: F401

@@ -5,10 +5,13 @@ The math — which products, which Clebsch–Gordan coefficients — comes from 
 descriptors (``cue.SegmentedPolynomial``). A *plan* compiles one descriptor into index and
 coefficient tensors: an ``nn.Module`` holding only non-persistent buffers (no parameters, nothing
 in the state_dict), so it follows ``.to()``/``.double()`` and a checkpoint does not depend on it.
-Backends: ``torch`` executes the plan with einsum/index ops (the ground truth); ``cueq`` runs the
-very same polynomial through ``cuequivariance_torch.SegmentedPolynomial`` (``method="naive"``
-on CPU, ``"uniform_1d"``/``"fused_tp"`` on CUDA); ``auto`` is ``cueq`` on CUDA when
-cuequivariance-torch is installed, else ``torch``. Weights are always passed in by the model.
+Backends: ``torch`` executes the plan with einsum/index ops (the ground truth; its sub-ops run
+with ``backend="torch"``); ``cueq`` runs the very same polynomial through
+``cuequivariance_torch.SegmentedPolynomial`` (``method="naive"`` on CPU, ``"uniform_1d"``/
+``"fused_tp"`` on CUDA); ``native`` runs ``channelwise_tp_scatter`` on nnip_scale's fused CPU
+kernel (``nnip_scale.ops.tp_native``; spherical harmonics and the symmetric contraction have no
+native kernel yet, so an explicit ``native`` raises for them). Which backend runs is decided by
+``nnip_scale.ops.registry.resolve_backend`` only. Weights are always passed in by the model.
 
 Layout: cuequivariance's ``ir_mul``. Features of C channels over irreps of total dimension D are
 [N, D, C] (component-major, channel inner; ``x.reshape(N, D*C)`` is the flat ir_mul layout).
@@ -19,31 +22,18 @@ formulas give the same count from shapes (2 per multiply-add, gathers 0, scatter
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections import Counter, defaultdict
 
+import numpy as np
 import torch
 from torch import nn
 
 from nnip_scale.ops.registry import OpSpec, dispatch, register_op
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
+from nnip_scale.ops.tp_native import NATIVE_DTYPES, ctp_native
 
 _CUEQ_METHODS = {"cpu": "naive"}
-
-
-def _concrete(backend: str, t: torch.Tensor) -> str:
-    if backend == "auto":
-        cuda = t.device.type == "cuda"
-        return "cueq" if cuda and importlib.util.find_spec("cuequivariance_torch") else "torch"
-    if backend == "cueq" and not importlib.util.find_spec("cuequivariance_torch"):
-        raise RuntimeError(
-            "nnip_scale.ops: backend='cueq' needs cuequivariance-torch, which is not installed; "
-            "install it with `pip install 'nnip-scale[cueq]'` or use backend='auto'/'torch'"
-        )
-    return backend if backend in ("torch", "cueq") else "torch"  # native/pyg: no equivariant kernels
-
-
 _CUEQ_MODULES: dict[tuple, tuple] = {}
 
 
@@ -294,16 +284,58 @@ class ChannelwiseTPPlan(_Plan):
         ) + 2 * self.dim_out  # bmm + weight product + scatter-add
         self.flops_per_edge = 2 * sum(getattr(self, f"cg{g}").numel() for g in range(len(self.x_slices)))
         self.cueq = _CueqCache(polynomial, "uniform_1d")
+        self._build_native_tables(stp, x_off, sh_off, out_off)
+        self.max_ell = max((seg[0] - 1) // 2 for operand in (x_op, sh_op, out_op) for seg in operand.segments)
+
+    def _build_native_tables(self, stp, x_off, sh_off, out_off) -> None:
+        """Sparse CG tables of the native kernel (csrc/cpu/channelwise_tp_kernels.h): per output row k
+        its path, its (k, x row i) pairs with a nonzero block, and per pair the (harmonic j,
+        coefficient) entries, all in increasing order. ``dense_pairs`` = Σ_k dim(x segment of k)
+        is what the dense reference multiplies per edge and channel (FLOP accounting)."""
+        path_of_k = [-1] * self.dim_out
+        pairs: dict[int, dict[int, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+        dense_pairs = 0
+        for path in stp.paths:
+            wseg, xseg, jseg, kseg = path.indices
+            c = np.asarray(path.coefficients, dtype=np.float64)  # [d_x, d_j, d_k] (numpy: also under a meta device)
+            dense_pairs += c.shape[0] * c.shape[2]
+            for kk in range(c.shape[2]):
+                path_of_k[out_off[kseg] + kk] = wseg
+            for ii, jj, kk in zip(*(a.tolist() for a in np.nonzero(c))):
+                pairs[out_off[kseg] + kk][x_off[xseg] + ii].append((sh_off[jseg] + jj, float(c[ii, jj, kk])))
+        pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff = [0], [], [0], [], []
+        for k in range(self.dim_out):
+            for i in sorted(pairs[k]):
+                pair_x.append(i)
+                for j, c in sorted(pairs[k][i]):
+                    entry_sh.append(j)
+                    entry_coeff.append(c)
+                entry_ptr.append(len(entry_sh))
+            pair_ptr.append(len(pair_x))
+        long = dict(dtype=torch.long)
+        self.register_buffer("native_path_of_k", torch.tensor(path_of_k, **long), persistent=False)
+        self.register_buffer("native_pair_ptr", torch.tensor(pair_ptr, **long), persistent=False)
+        self.register_buffer("native_pair_x", torch.tensor(pair_x, **long), persistent=False)
+        self.register_buffer("native_entry_ptr", torch.tensor(entry_ptr, **long), persistent=False)
+        self.register_buffer("native_entry_sh", torch.tensor(entry_sh, **long), persistent=False)
+        self.register_buffer("native_entry_coeff", torch.tensor(entry_coeff, dtype=torch.float64), persistent=False)
+        self.dense_pairs = int(dense_pairs)
+
+    def native_tables(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """(path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff in ``dtype``): the table
+        arguments of ``torch.ops.nnip_scale.channelwise_tp_scatter``."""
+        return (self.native_path_of_k, self.native_pair_ptr, self.native_pair_x, self.native_entry_ptr,
+                self.native_entry_sh, self.table("native_entry_coeff", dtype))
 
 
 def _ctp_torch(plan, weights, x, sh, sender, receiver, n_atoms):
-    xj = gather_rows(x, sender)  # [E, I, C]
+    xj = gather_rows(x, sender, backend="torch")  # [E, I, C]
     parts = []
     for g, (lo, hi) in enumerate(plan.x_slices):
         a = torch.einsum("ej,ijk->eki", sh, plan.table(f"cg{g}", sh.dtype))  # [E, K_g, d_g]
         parts.append(torch.bmm(a, xj[:, lo:hi]))  # [E, K_g, C]
     msg = torch.cat(parts, dim=1) * weights.index_select(1, plan.col_path)
-    return scatter_sum(msg, receiver, n_atoms).index_select(1, plan.out_order)
+    return scatter_sum(msg, receiver, n_atoms, backend="torch").index_select(1, plan.out_order)
 
 
 def _ctp_cueq(plan, weights, x, sh, sender, receiver, n_atoms):
@@ -322,9 +354,23 @@ def channelwise_tp_flops(plan, weights_shape, x_shape, sh_shape, sender_shape=No
     return e * (plan.flops_per_edge + c * plan.flops_per_edge_channel) - e * c * plan.dim_out
 
 
-register_op(OpSpec("spherical_harmonics", impls={"torch": _sh_torch, "cueq": _sh_cueq}, fallback={"native": "torch", "pyg": "torch"}, flops=spherical_harmonics_flops))
-register_op(OpSpec("channelwise_tp_scatter", impls={"torch": _ctp_torch, "cueq": _ctp_cueq}, fallback={"native": "torch", "pyg": "torch"}, flops=channelwise_tp_flops))
-register_op(OpSpec("symmetric_contraction", impls={"torch": _sc_torch, "cueq": _sc_cueq}, fallback={"native": "torch", "pyg": "torch"}, flops=symmetric_contraction_flops))
+def _ctp_native_limit(ell: int = 0) -> str | None:
+    if ell > 3:
+        return f"ℓ = {ell} > 3: the native kernel is table-driven but tested for ℓ ≤ 3 only"
+    return None
+
+
+register_op(OpSpec("spherical_harmonics", impls={"torch": _sh_torch, "cueq": _sh_cueq}, flops=spherical_harmonics_flops))
+register_op(
+    OpSpec(
+        "channelwise_tp_scatter",
+        impls={"torch": _ctp_torch, "cueq": _ctp_cueq, "native": ctp_native},
+        native_dtypes={"cpu": NATIVE_DTYPES},
+        limits={"native": _ctp_native_limit},
+        flops=channelwise_tp_flops,
+    )
+)
+register_op(OpSpec("symmetric_contraction", impls={"torch": _sc_torch, "cueq": _sc_cueq}, flops=symmetric_contraction_flops))
 
 
 # ============================================================================ public API
@@ -333,7 +379,7 @@ def spherical_harmonics(plan: PolynomialPlan, vectors: torch.Tensor, backend: st
     normalisation: ‖Y_ℓ‖² = 2ℓ + 1)."""
     if vectors.dim() != 2 or vectors.shape[1] != 3:
         raise ValueError(f"nnip_scale.ops.spherical_harmonics: expected vectors [E, 3], got {tuple(vectors.shape)}")
-    return dispatch("spherical_harmonics", _concrete(backend, vectors), vectors)(plan, vectors)
+    return dispatch("spherical_harmonics", backend, vectors)(plan, vectors)
 
 
 def channelwise_tp_scatter(
@@ -347,15 +393,36 @@ def channelwise_tp_scatter(
     backend: str = "auto",
 ) -> torch.Tensor:
     """The MACE interaction: out[i] = Σ_{e: receiver[e]=i} w_e ⊙ (x[sender[e]] ⊗ sh_e) per path
-    and channel. weights [E, P, C], x [A, I, C], sh [E, J] -> [n_atoms, K, C] (ir_mul)."""
+    and channel. weights [E, P, C], x [A, I, C], sh [E, J], sender/receiver int64 [E] with values
+    in [0, A) / [0, n_atoms) -> [n_atoms, K, C] (ir_mul). Differentiable to any order."""
+    op = "nnip_scale.ops.channelwise_tp_scatter"
+    if not all(isinstance(t, torch.Tensor) for t in (weights, x, sh, sender, receiver)):
+        raise TypeError(f"{op}: weights, x, sh, sender and receiver must be tensors")
+    if isinstance(n_atoms, torch.Tensor):
+        raise TypeError(f"{op}: n_atoms must be a Python int (e.g. batch['n_atoms']), not a tensor (that would need a host sync)")
+    if x.dim() != 3 or sh.dim() != 2 or weights.dim() != 3:
+        raise ValueError(
+            f"{op}: expected weights [E, P, C], x [A, I, C], sh [E, J]; got weights {tuple(weights.shape)}, "
+            f"x {tuple(x.shape)}, sh {tuple(sh.shape)}"
+        )
     e = sh.shape[0]
     if weights.shape[:2] != (e, plan.n_paths) or x.shape[1] != plan.dim_x or sh.shape[1] != plan.dim_sh or weights.shape[2] != x.shape[2]:
         raise ValueError(
-            f"nnip_scale.ops.channelwise_tp_scatter: expected weights [E={e}, P={plan.n_paths}, C], "
+            f"{op}: expected weights [E={e}, P={plan.n_paths}, C], "
             f"x [A, {plan.dim_x}, C], sh [E, {plan.dim_sh}]; got weights {tuple(weights.shape)}, "
             f"x {tuple(x.shape)}, sh {tuple(sh.shape)}"
         )
-    return dispatch("channelwise_tp_scatter", _concrete(backend, x), x)(plan, weights, x, sh, sender, receiver, n_atoms)
+    for name, t in (("sender", sender), ("receiver", receiver)):
+        if t.dim() != 1 or t.dtype != torch.int64 or t.shape[0] != e:
+            raise ValueError(f"{op}: {name} must be a 1-D int64 tensor of E={e} entries, got shape {tuple(t.shape)} dtype {t.dtype}")
+    for name, t in (("weights", weights), ("sh", sh), ("sender", sender), ("receiver", receiver)):
+        if t.device != x.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected one device")
+    for name, t in (("weights", weights), ("sh", sh)):
+        if t.dtype != x.dtype:
+            raise ValueError(f"{op}: {name} has dtype {t.dtype} but x has {x.dtype}; expected one floating dtype")
+    impl = dispatch("channelwise_tp_scatter", backend, x, ell=plan.max_ell)
+    return impl(plan, weights, x, sh, sender, receiver, n_atoms)
 
 
 def symmetric_contraction(
@@ -368,4 +435,4 @@ def symmetric_contraction(
             f"nnip_scale.ops.symmetric_contraction: expected x [N, {plan.n_x}, C] and weights "
             f"[Z, {plan.n_weights}, C]; got x {tuple(x.shape)}, weights {tuple(weights.shape)}"
         )
-    return dispatch("symmetric_contraction", _concrete(backend, x), x)(plan, x, weights, index)
+    return dispatch("symmetric_contraction", backend, x)(plan, x, weights, index)

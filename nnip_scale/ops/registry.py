@@ -1,10 +1,25 @@
-"""Registry of the hot ops and their backends.
+"""Registry of the hot ops and the one backend resolver.
 
 Backends: ``torch`` (pure PyTorch reference, the ground truth), ``native`` (``nnip_scale._C``),
-``pyg`` (torch-scatter, optional), ``cueq`` (cuequivariance-torch, optional) and ``auto`` (the
-fastest available for the device and dtype). An op that has no implementation in the requested
-backend follows its spec's ``fallback`` chain (e.g. ``cueq`` → ``native`` → ``torch`` for
-scatter_sum), documented in docs/ops.md. Parameters never live in a backend.
+``pyg`` (torch-scatter, optional), ``cueq`` (cuequivariance-torch, optional) and ``auto``.
+
+Each op is an :class:`OpSpec`: its implementation per concrete backend, the device types and
+dtypes of its native kernels, per-backend shape limits, the substitutions it declares for backends
+it does not implement, and its FLOP formula. :func:`resolve_backend` is the only place that turns a
+requested backend into the one that runs (docs/ops.md has the table):
+
+- ``auto``: ``native`` where its kernels serve the call (device, dtype, shape limits), else
+  ``cueq`` on CUDA where the op has a cuequivariance implementation and it is installed, else
+  ``torch``;
+- an explicit backend runs, or raises a ``RuntimeError`` naming the op, the backend and why it
+  cannot serve the call (no kernel for the op, the device or the dtype; a shape limit; not built
+  or not installed). It never silently runs something else, with one documented exception: an op
+  may *declare* a substitution for a backend it does not implement at all (``OpSpec.fallback``,
+  e.g. ``scatter_sum`` with ``cueq`` → ``auto``: cuequivariance has no standalone scatter), which
+  is part of the op's contract and listed by :func:`backend_table`.
+
+Models hold one backend name for all their ops; :func:`per_op_backend` maps it to the name each op
+is called with (a model asking for ``native`` calls ops that have no native kernel with ``torch``).
 
 FLOP convention: a scatter-add of E×F values = E·F FLOPs; gathers move data and count 0;
 elsewhere 2 FLOPs per multiply-add (as ``torch.utils.flop_counter``).
@@ -21,22 +36,34 @@ import torch
 from nnip_scale.ops._native import native_state
 
 BACKENDS = ("auto", "torch", "native", "pyg", "cueq")
+_CONCRETE = ("torch", "native", "pyg", "cueq")
+_PACKAGES = {"pyg": "torch_scatter", "cueq": "cuequivariance_torch"}
+_INSTALL = {
+    "pyg": "needs torch-scatter, which is not installed; install it with "
+    "`pip install --no-build-isolation 'nnip-scale[pyg]'` (compiles ~10 min) or use backend='auto'",
+    "cueq": "needs cuequivariance-torch, which is not installed; install it with "
+    "`pip install 'nnip-scale[cueq]'` or use backend='auto'/'torch'",
+}
 
 
 @dataclass
 class OpSpec:
-    """One hot op: its implementations per concrete backend and its FLOP formula.
+    """One hot op.
 
-    ``impls`` maps backend name → callable with the op's signature (minus ``backend``);
-    ``native_dtypes`` maps device type → dtypes the native kernels support; ``fallback`` maps a
-    backend without an implementation to the next one to try; ``flops`` takes the op's arguments
-    with tensors replaced by their shapes and returns a FLOP count (int)."""
+    ``impls``: backend name → callable with the op's signature (minus ``backend``).
+    ``native_dtypes``: device type → dtypes of the native kernels (a device type that is absent
+    has no native kernel). ``limits``: backend → ``check(**attrs)`` returning why that backend
+    cannot serve a call with these shape attributes (e.g. ``ell=4``), or None. ``fallback``: a
+    declared substitution for a backend the op does not implement (the target backend, or
+    ``"auto"``). ``flops``: takes the op's arguments with tensors replaced by their shapes and
+    returns a FLOP count (int)."""
 
     name: str
     impls: dict[str, Callable] = field(default_factory=dict)
     native_dtypes: dict[str, tuple[torch.dtype, ...]] = field(default_factory=dict)
     fallback: dict[str, str] = field(default_factory=dict)
     flops: Callable[..., int] | None = None
+    limits: dict[str, Callable[..., str | None]] = field(default_factory=dict)
 
 
 _OPS: dict[str, OpSpec] = {}
@@ -44,6 +71,12 @@ _OPS: dict[str, OpSpec] = {}
 
 def register_op(spec: OpSpec) -> OpSpec:
     """Add (or replace) an op in the registry."""
+    for backend, target in spec.fallback.items():
+        if backend in spec.impls or target not in BACKENDS:
+            raise ValueError(
+                f"nnip_scale.ops.{spec.name}: fallback {backend!r} -> {target!r} must map a backend the op "
+                f"does not implement to one of {BACKENDS}"
+            )
     _OPS[spec.name] = spec
     _RESOLVED.clear()
     return spec
@@ -68,83 +101,123 @@ def available_backends() -> list[str]:
     out = ["torch"]
     if native_state()["ok"]:
         out.append("native")
-    if _installed("torch_scatter"):
-        out.append("pyg")
-    if _installed("cuequivariance_torch"):
-        out.append("cueq")
+    out += [b for b in ("pyg", "cueq") if _installed(_PACKAGES[b])]
     return out
 
 
-def native_supports(op: str, device: torch.device | str, dtype: torch.dtype) -> bool:
-    """Whether the native kernels of ``op`` run on this device type and dtype."""
-    state = native_state()
-    dev = torch.device(device).type
-    if not state["ok"] or (dev == "cuda" and not state["with_cuda"]):
-        return False
-    return dtype in get_op(op).native_dtypes.get(dev, ())
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
-def resolve_backend(
-    name: str, device: torch.device | str, dtype: torch.dtype, op: str = "scatter_sum"
-) -> str:
-    """Map a requested backend to the concrete one that will run ``op`` on ``device``/``dtype``.
-
-    ``auto`` → ``native`` where supported, else ``torch``. A backend the op does not implement
-    follows the op's fallback chain. An explicitly requested backend that cannot run raises a
-    RuntimeError saying why and what to install or rebuild."""
-    if name not in BACKENDS:
-        raise ValueError(f"nnip_scale.ops: unknown backend {name!r}; expected one of {BACKENDS}")
+def why_not(op: str, backend: str, device: torch.device | str, dtype: torch.dtype, **attrs) -> str | None:
+    """Why the concrete ``backend`` cannot serve a call of ``op`` on ``device``/``dtype`` with the
+    shape attributes ``attrs`` (None if it can). Declared fallbacks are not followed here."""
     spec = get_op(op)
-    if name == "auto":
-        return "native" if native_supports(op, device, dtype) else "torch"
-    seen = []
-    while name not in spec.impls:
-        seen.append(name)
-        if name not in spec.fallback:
-            raise RuntimeError(f"nnip_scale.ops.{op}: no implementation for backend {name!r}")
-        name = spec.fallback[name]
-        if name == "auto":
-            return resolve_backend("auto", device, dtype, op)
-    if name == "native" and not native_supports(op, device, dtype):
-        if seen:  # reached through a fallback: degrade to the reference instead of failing
-            return "torch"
+    dev = torch.device(device).type
+    if backend not in _CONCRETE:
+        raise ValueError(f"nnip_scale.ops: unknown concrete backend {backend!r}; expected one of {_CONCRETE}")
+    if backend not in spec.impls:
+        return f"{op} has no {backend} implementation (implemented by: {', '.join(sorted(spec.impls))})"
+    if backend == "native":
         state = native_state()
-        dev = torch.device(device).type
         if not state["ok"]:
-            why = state["reason"]
-        elif dev == "cuda" and not state["with_cuda"]:
-            why = (
+            return state["reason"]
+        if dev == "cuda" and not state["with_cuda"]:
+            return (
                 "nnip_scale._C was built without CUDA kernels; rebuild with "
                 "`FORCE_CUDA=1 pip install --no-build-isolation -e .`"
             )
-        else:
-            supported = [str(d).removeprefix("torch.") for d in spec.native_dtypes.get(dev, ())]
-            why = f"dtype {dtype} on {dev} is not supported (supported: {supported})"
-        raise RuntimeError(f"nnip_scale.ops.{op}: backend='native' unavailable: {why}")
-    if name == "pyg" and not _installed("torch_scatter"):
-        raise RuntimeError(
-            f"nnip_scale.ops.{op}: backend='pyg' needs torch-scatter, which is not installed; "
-            "install it with `pip install --no-build-isolation 'nnip-scale[pyg]'` (compiles ~10 min) "
-            "or use backend='auto'"
-        )
+        if dev not in spec.native_dtypes:
+            return f"{op} has no native {dev} kernel (native kernels: {', '.join(sorted(spec.native_dtypes)) or 'none'})"
+        if dtype not in spec.native_dtypes[dev]:
+            supported = [_dtype_name(d) for d in spec.native_dtypes[dev]]
+            return f"dtype {dtype} on {dev} is not supported (supported: {supported})"
+    elif backend in _PACKAGES and not _installed(_PACKAGES[backend]):
+        return _INSTALL[backend]
+    check = spec.limits.get(backend)
+    return check(**attrs) if check is not None else None
+
+
+def native_supports(op: str, device: torch.device | str, dtype: torch.dtype, **attrs) -> bool:
+    """Whether the native kernels of ``op`` serve this device type, dtype and shape attributes."""
+    return why_not(op, "native", device, dtype, **attrs) is None
+
+
+def resolve_backend(
+    name: str, device: torch.device | str, dtype: torch.dtype, op: str = "scatter_sum", **attrs
+) -> str:
+    """The concrete backend that runs ``op`` when ``name`` is requested on ``device``/``dtype``
+    (``attrs``: the op's shape attributes, e.g. ``ell``). ``auto`` → native where it serves the
+    call, then cueq on CUDA, then torch. An explicit backend that cannot serve the call raises a
+    RuntimeError naming the op, the backend and why (after the op's declared substitution, if any)."""
+    if name not in BACKENDS:
+        raise ValueError(f"nnip_scale.ops: unknown backend {name!r}; expected one of {BACKENDS}")
+    spec = get_op(op)
+    dev = torch.device(device).type
+    if name == "auto":
+        if why_not(op, "native", dev, dtype, **attrs) is None:
+            return "native"
+        if dev == "cuda" and why_not(op, "cueq", dev, dtype, **attrs) is None:
+            return "cueq"
+        return "torch"
+    requested = name
+    if name not in spec.impls and name in spec.fallback:
+        name = spec.fallback[name]
+        if name == "auto":
+            return resolve_backend("auto", dev, dtype, op, **attrs)
+    why = why_not(op, name, dev, dtype, **attrs)
+    if why is not None:
+        via = f" (declared substitution for {requested!r})" if name != requested else ""
+        raise RuntimeError(f"nnip_scale.ops.{op}: backend={name!r}{via} unavailable: {why}")
     return name
+
+
+def per_op_backend(backend: str, op: str) -> str:
+    """The backend a model configured with ``backend`` passes to ``op``: ``backend`` itself when it
+    is ``auto``/``torch``, when ``op`` implements it or declares a substitution for it; otherwise
+    ``torch`` (e.g. a ``native`` MACE calls the ops that have no native kernel yet with ``torch``).
+    Static (no device or dtype): an op that implements the backend but cannot serve a call still
+    raises at the call."""
+    if backend not in BACKENDS:
+        raise ValueError(f"nnip_scale.ops: unknown backend {backend!r}; expected one of {BACKENDS}")
+    spec = get_op(op)
+    if backend in ("auto", "torch") or backend in spec.impls or backend in spec.fallback:
+        return backend
+    return "torch"
+
+
+def backend_table() -> dict[str, dict[str, str]]:
+    """op → backend → what it means for that op: ``cpu: float32, float64 | cuda: ...`` for native,
+    ``implemented`` / ``→ X (declared)`` / ``—`` (for docs and tests)."""
+    table = {}
+    for name in registered_ops():
+        spec, row = _OPS[name], {}
+        for backend in _CONCRETE:
+            if backend == "native" and "native" in spec.impls:
+                row[backend] = "; ".join(
+                    f"{dev}: {', '.join(_dtype_name(d) for d in dts)}" for dev, dts in spec.native_dtypes.items()
+                )
+            elif backend in spec.impls:
+                row[backend] = "implemented"
+            elif backend in spec.fallback:
+                row[backend] = f"→ {spec.fallback[backend]} (declared)"
+            else:
+                row[backend] = "—"
+        table[name] = row
+    return table
 
 
 _RESOLVED: dict[tuple, Callable] = {}
 
 
-def _resolved_impl(op: str, backend: str, device_type: str, dtype: torch.dtype) -> Callable:
-    key = (op, backend, device_type, dtype)
+def dispatch(op: str, backend: str, tensor: torch.Tensor, **attrs) -> Callable:
+    """The implementation of ``op`` for ``backend`` resolved on ``tensor``'s device and dtype and
+    the shape attributes ``attrs`` (cached: resolution costs nothing per call)."""
+    key = (op, backend, tensor.device.type, tensor.dtype, tuple(sorted(attrs.items())))
     impl = _RESOLVED.get(key)
     if impl is None:
-        impl = _RESOLVED[key] = get_op(op).impls[resolve_backend(backend, device_type, dtype, op)]
+        impl = _RESOLVED[key] = get_op(op).impls[resolve_backend(backend, tensor.device.type, tensor.dtype, op, **attrs)]
     return impl
-
-
-def dispatch(op: str, backend: str, tensor: torch.Tensor) -> Callable:
-    """The implementation of ``op`` for ``backend`` resolved on ``tensor``'s device and dtype
-    (cached: resolution costs nothing per call)."""
-    return _resolved_impl(op, backend, tensor.device.type, tensor.dtype)
 
 
 def _shape(x):

@@ -113,7 +113,7 @@ register_op(
         name="scatter_sum",
         impls={"torch": _scatter_sum_torch, "native": _scatter_sum_native, "pyg": _scatter_sum_pyg},
         native_dtypes={"cpu": _NATIVE_DTYPES, "cuda": _NATIVE_DTYPES},
-        fallback={"cueq": "native"},  # cuequivariance has no standalone scatter
+        fallback={"cueq": "auto"},  # cuequivariance has no standalone scatter: declared substitution
         flops=scatter_sum_flops,
     )
 )
@@ -122,7 +122,8 @@ register_op(
         name="gather_rows",
         impls={"torch": _gather_rows_torch, "native": _gather_rows_native},
         native_dtypes={"cpu": _NATIVE_DTYPES, "cuda": _NATIVE_DTYPES},
-        fallback={"cueq": "native", "pyg": "torch"},  # index_select is what torch-scatter users call
+        # declared substitutions: cuequivariance has no gather; index_select is what torch-scatter users call
+        fallback={"cueq": "auto", "pyg": "torch"},
         flops=gather_rows_flops,
     )
 )
