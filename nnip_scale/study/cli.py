@@ -12,6 +12,41 @@ from nnip_scale.study.runner import check_run_args, execute, is_done, prepare_da
 from nnip_scale.study.slurm import sbatch_script
 
 
+def _estimate(study, args) -> int:
+    """``--plan --estimate``: the cost of every run (nnip_scale.study.estimate), as a table and plan.json."""
+    if args.probe_steps < 1:
+        print("nnip-scale study: error: --probe-steps must be >= 1", file=sys.stderr)
+        return 2
+    import torch
+
+    gpu = bool(args.devices) or study.accelerator in ("gpu", "cuda") or (
+        study.accelerator == "auto" and torch.cuda.is_available())
+    if gpu and not torch.cuda.is_available() and not args.no_probe:
+        why = f"--devices {' '.join(args.devices)}" if args.devices else f"trainer.accelerator={study.accelerator}"
+        print(f"nnip-scale study: error: the runs train on GPUs ({why}) but no CUDA GPU is visible here, so "
+              f"their wall time cannot be probed; run --estimate on a machine with the runs' GPU, or add "
+              f"--no-probe for the FLOPs alone", file=sys.stderr)
+        return 2
+    from nnip_scale.study.estimate import estimate_study, format_plan, write_plan
+
+    accelerator = "gpu" if gpu and torch.cuda.is_available() else "cpu"
+    try:
+        prepare_data(study)
+        plan = estimate_study(study, probe=not args.no_probe, steps=args.probe_steps, accelerator=accelerator,
+                              parallel=args.parallel)
+    except StudyError as err:
+        print(f"nnip-scale study: error: {err}", file=sys.stderr)
+        return 2
+    print(format_plan(plan))
+    try:
+        path = write_plan(plan, study.folder / "plan.json")
+    except OSError as err:
+        print(f"nnip-scale study: error: could not write {study.folder / 'plan.json'}: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str], report=None) -> int:
     """``report(study, log)`` writes the study's report when every run has finished; the top-level
     CLI passes the scaling layer's (this layer does not import it: layers point one way)."""
@@ -19,6 +54,16 @@ def main(argv: list[str], report=None) -> int:
     p.add_argument("--config", required=True, help="study file (configs/study/*.yaml)")
     p.add_argument("--output", help="study folder (default: the file's 'output', else studies/<name>)")
     p.add_argument("--plan", action="store_true", help="print the runs and their state, run nothing")
+    p.add_argument("--estimate", action="store_true",
+                   help="with --plan (implies it): estimate every run's training/validation FLOPs (cost model "
+                        "calibrated on the study's own data) and wall time / device-hours on this machine's device "
+                        "(a short throughput probe per architecture and width); print the table and write "
+                        "<study folder>/plan.json. Takes ~seconds per (architecture, width)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="with --estimate: FLOPs only, no throughput probe (no wall-time estimate; e.g. on a "
+                        "login node without the GPUs the runs will use)")
+    p.add_argument("--probe-steps", type=int, default=5,
+                   help="with --estimate: training steps timed per (architecture, width), after 1 warm-up step")
     p.add_argument("--parallel", type=int, help="runs at once on this machine (default: the study's run.parallel, else 1)")
     p.add_argument("--no-report", action="store_true", help="train only; do not fit the scaling laws / write report.md")
     p.add_argument("--report-only", action="store_true", help="(re)write the report from the runs already finished")
@@ -40,13 +85,13 @@ def main(argv: list[str], report=None) -> int:
     except StudyError as err:
         print(f"nnip-scale study: error: {err}", file=sys.stderr)
         return 2
-    if args.plan:
+    if args.plan or args.estimate:
         print(f"{'#':>4} {'state':8s} run  (η*: the LR tuned at the base width; η(w) = η*·w_base/w: the "
               f"hidden-matrix LR {'μP gives' if study.runs and study.runs[0].mup else 'every parameter gets'} at width w)")
         for k, r in enumerate(study.runs):
             state = "done" if is_done(r) else ("partial" if (r.folder / "checkpoints" / "last.ckpt").exists() else "todo")
             print(f"{k:4d} {state:8s} {r.run_id}  η*={r.arch.lr:.3g} (base {r.arch.base_width})  η(w)={r.lr:.3g}")
-        return 0
+        return _estimate(study, args) if args.estimate else 0
     if args.devices:
         import torch
 
