@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -124,10 +125,13 @@ def write_study_report(study, log=print) -> Path:
     unknown = sorted(set(study.report) - set(REPORT_OPTIONS))
     out = study.folder / "report"
     fit, fit_error, holdout_error = {}, None, None
+    caught = []
     if ledgers:
         try:
             try:
-                fit = write_report(ledgers, out, **options)
+                with warnings.catch_warnings(record=True) as caught:  # said once each below, not with source lines
+                    warnings.simplefilter("always")
+                    fit = write_report(ledgers, out, **options)
             except ScalingInputError as err:
                 if not (options.get("holdout") and str(err).startswith("holdout ")):
                     raise
@@ -138,6 +142,8 @@ def write_study_report(study, log=print) -> Path:
             fit_error = str(err)
     else:
         fit_error = "no finished run has a ledger yet"
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        log(f"[study] warning: {message}")
     done = sum(is_done(r) for r in study.runs)
     lines = [
         f"# Study `{study.name}`",
