@@ -29,10 +29,9 @@ import yaml
 from nnip_scale.data import AtomsDataModule
 from nnip_scale.models import MACE, GemNetOC
 from nnip_scale.ops import interaction_sizes
-from nnip_scale.training import NNIPModule
-from nnip_scale.training.optim import is_schedule_free
 
 from _results import replace_section
+from bench_models import Runner  # one timed-training-step runner for the benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,37 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def model_config(name: str) -> tuple[dict, dict]:
     cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text())["model"]
     return dict(cfg["backbone"]["init_args"]), {k: v for k, v in cfg.items() if k != "backbone"}
-
-
-class Runner:
-    """One model: module, optimizer, timed training steps on a fixed batch."""
-
-    def __init__(self, label, cls, init_args, options, width, batch, stats):
-        torch.manual_seed(0)
-        self.label, self.width, self.batch = label, width, batch
-        backbone = cls(**{**init_args, "width": width})
-        backbone.set_statistics(stats)
-        self.module = NNIPModule(backbone, **options)
-        opt = self.module.configure_optimizers()
-        self.opt = opt["optimizer"] if isinstance(opt, dict) else opt
-        if is_schedule_free(self.opt):
-            self.opt.train()
-        self.n_params = backbone.count_parameters()["n_params"]
-        self.times: list[float] = []
-
-    def step(self) -> None:
-        terms = self.module.step_terms(self.module.backbone, self.batch, train=True)
-        self.opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        self.opt.step()
-
-    def timed(self, steps: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        dt = (time.perf_counter() - t0) / steps
-        self.times.append(dt)
-        return dt
 
 
 def count_interactions(loader, quad_cutoffs, n_batches):
@@ -116,11 +84,11 @@ def main():
     pairs = [tuple(int(x) for x in s.split(":")) for s in args.pairs]
     runners = []
     for gw, mw in pairs:
-        runners.append((Runner("GemNet-OC", GemNetOC, g_args, g_opts, gw, batch, dm.statistics),
+        runners.append((Runner("GemNet-OC", GemNetOC, g_args, g_opts, gw, batch, dm.statistics, torch.device("cpu")),
                         Runner(f"MACE ℓ0 ν4 (backend {m_args.get('backend', 'auto')})", MACE, m_args, m_opts, mw,
-                               batch, dm.statistics),
+                               batch, dm.statistics, torch.device("cpu")),
                         Runner("MACE ℓ0 ν4 (backend torch)", MACE, {**m_args, "backend": "torch"}, m_opts, mw,
-                               batch, dm.statistics)))
+                               batch, dm.statistics, torch.device("cpu"))))
     for group in runners:
         for r in group:
             for _ in range(args.warmup):
@@ -164,7 +132,7 @@ def main():
             ratio = f"{statistics.median(ratios[(k, j)]):.2f}×" if j else ""
             graph = statistics.median(graph_times[k])
             share = "" if j else f"{1e3 * graph:.1f} ({100 * graph / med:.0f} %)"
-            lines.append(f"| {r.label} | {r.width} | {r.n_params:,} | {1e3 * med:.1f} | {1e3 * min(r.times):.1f}–"
+            lines.append(f"| {r.name} | {r.width} | {r.counts['n_params']:,} | {1e3 * med:.1f} | {1e3 * min(r.times):.1f}–"
                          f"{1e3 * max(r.times):.1f} | {batch['n_atoms'] / med:,.0f} | {ratio} | {share} |")
 
     totals = count_interactions(dm.train_dataloader(), args.quad_cutoffs, args.count_batches)

@@ -76,7 +76,8 @@ class Runner:
         terms["loss"].backward()
         self.opt.step()
 
-    def timed(self, steps: int) -> None:
+    def timed(self, steps: int) -> float:
+        """Mean seconds per step over ``steps`` steps (also appended to ``times``)."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
@@ -84,6 +85,7 @@ class Runner:
             self.step()
         sync()
         self.times.append((time.perf_counter() - t0) / steps)
+        return self.times[-1]
 
 
 def main():

@@ -61,3 +61,23 @@ def test_predict_refuses_elements_the_model_never_saw(tmp_path, capsys):
     assert main(args) == 2
     assert "the prediction data contain element(s) Zn (Z=30) that the model was never trained on" in capsys.readouterr().err
     assert not list((tmp_path / "runs").rglob("predictions.extxyz"))
+
+
+def test_an_interrupted_prediction_leaves_no_file(tmp_path, monkeypatch):
+    from nnip_scale.training import predict
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("interrupted mid-prediction")
+
+    new = tmp_path / "new.extxyz"
+    write(new, [bulk("Cu", "fcc", a=3.6, cubic=True)] * 3, format="extxyz")
+    train = write_cual_emt(tmp_path / "train.extxyz", groups=4, per_group=2)
+    monkeypatch.setattr(predict.PredictionWriter, "write_on_batch_end", fail)
+    args = ["predict", "--model.backbone", "MPNN", "--model.backbone.width", "8", "--model.backbone.depth", "1",
+            "--model.backbone.cutoff", "4.0", "--model.backbone.max_atomic_number", "30",
+            "--data.train", str(train), "--data.predict", str(new), "--data.cutoff", "4.0",
+            "--data.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--ckpt_path", str(CKPT)]
+    with pytest.raises(RuntimeError, match="interrupted mid-prediction"):
+        main(args)
+    assert not [p for p in (tmp_path / "runs").rglob("predictions*")]

@@ -74,6 +74,11 @@ class PredictionWriter(BasePredictionWriter):
             write(fh, frames, format="extxyz")
         self.count += len(frames)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """An interrupted prediction leaves neither the output nor its temporary file."""
+        if self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._tmp is not None and self._tmp.exists():
             os.replace(self._tmp, self.path)
