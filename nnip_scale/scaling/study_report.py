@@ -70,14 +70,16 @@ def grid_table(study, finals: dict) -> list[str]:
     ]
     for run in study.runs:
         row = finals.get(run.run_id)
+        eta = ("pending sweep" if run.arch.lr is None
+               else f"{run.arch.lr:.3g}{' (sweep)' if run.arch.lr_source == 'sweep' else ''}")
         if row is None:
-            lines.append(f"| {run.run_id} | {run.arch.name} | {run.width} | – | {run.arch.lr:.3g} ({run.arch.base_width}) "
+            lines.append(f"| {run.run_id} | {run.arch.name} | {run.width} | – | {eta} ({run.arch.base_width}) "
                          "| – | – | – | – | – | not finished | – | – | – |")
             continue
         n, d, c = row.get("n_params"), row.get("atoms_seen"), row.get("flops")
         ratio = c / (n * d) if n and d and c else None
         lines.append(
-            f"| {run.run_id} | {run.arch.name} | {run.width} | {n:,} | {run.arch.lr:.3g} ({run.arch.base_width}) "
+            f"| {run.run_id} | {run.arch.name} | {run.width} | {n:,} | {eta} ({run.arch.base_width}) "
             f"| {d:,} | {row.get('structures_seen', 0):,} | {_fmt(c, '.3e')} | {_fmt(ratio, '.1f')} "
             f"| {_fmt(row.get('wall_s'), '.1f')} | {_val_loss(row)} "
             f"| {_fmt(row.get('val_force_mae'), '.4f')} | {_fmt(row.get('val_energy_mae_per_atom'), '.4f')} "
@@ -103,6 +105,39 @@ def cost_table(study, finals: dict) -> list[str]:
         wall = f"{sum(walls) / len(walls):.1f}" if walls else "–"  # runs that recorded no wall_s
         lines.append(f"| {arch} | {len(rows)} | {mean:.1f} ({min(ratios):.1f}–{max(ratios):.1f}) | {mean / 3:.1f} "
                      f"| {wall} |")
+    return lines
+
+
+def sweep_section(study) -> list[str]:
+    """The LR sweep (``lr_sweep:``), one table per swept architecture: every candidate η* with each
+    seed's final validation loss, their mean, and the choice (flagged on the grid's edge)."""
+    if study.sweep is None:
+        return []
+    sw = study.sweep
+    lines = ["## Learning-rate sweep (η* at the base width, transferred to the other widths with μP)", "",
+             f"Each candidate η* trained at its architecture's base width on {sw.atoms:,} atoms, seeds "
+             f"{', '.join(map(str, sw.seeds))}; the lowest mean final validation loss wins (a diverged seed makes "
+             f"its candidate lose). `{study.folder.name}/lr_sweep.json` holds the table.", ""]
+    for arch in sw.archs:
+        res = study.sweep_results.get(arch)
+        if res is None or res.get("settings") is None:
+            lines += [f"**{arch}**: the sweep has not finished; its grid runs wait for η*.", ""]
+            continue
+        seeds = sorted({row["seed"] for row in res["table"]})
+        lines += [f"**{arch}** (base width {res['base_width']}): η* = **{res['best_lr']:g}**"
+                  + (f" ⚠ on the {res['edge']} edge of the grid: the optimum may lie outside it (extend lr_sweep.lrs)"
+                     if res.get("edge") else ""), "",
+                  "| η* | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |", "|---|" + "---|" * (len(seeds) + 1)]
+        for lr in sorted({row["lr"] for row in res["table"]}):
+            cells = []
+            for seed in seeds:
+                row = next((r for r in res["table"] if r["lr"] == lr and r["seed"] == seed), None)
+                cells.append("–" if row is None else (row["status"] if row["val_loss"] is None
+                                                      else f"{row['val_loss']:.4f}"))
+            mean = res["mean_val_loss"].get(f"{lr:g}")
+            mark = " ← chosen" if lr == res["best_lr"] else ""
+            lines.append(f"| {lr:g} | " + " | ".join(cells) + f" | {_fmt(mean, '.4f')}{mark} |")
+        lines.append("")
     return lines
 
 
@@ -152,6 +187,7 @@ def write_study_report(study, log=print) -> Path:
         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} on {_machine()}.",
         f"Fit options: {json.dumps(options)}" + (f" (ignored unknown report keys: {unknown})" if unknown else ""),
         "",
+        *sweep_section(study),
         "## Runs (final ledger row of each)",
         "",
         "N: trainable parameters without the element embedding; atoms seen: D, the data tokens; train FLOPs: "

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 from nnip_scale.study.plan import StudyError, load_study
-from nnip_scale.study.runner import check_run_args, execute, is_done, prepare_data, run_local
+from nnip_scale.study.runner import check_run_args, execute, is_done, prepare_data
 from nnip_scale.study.slurm import sbatch_script
+from nnip_scale.study.sweep import resolve as resolve_sweep
+from nnip_scale.study.sweep import run_study
 
 
 def _estimate(study, args) -> int:
@@ -88,9 +90,16 @@ def main(argv: list[str], report=None) -> int:
     if args.plan or args.estimate:
         print(f"{'#':>4} {'state':8s} run  (η*: the LR tuned at the base width; η(w) = η*·w_base/w: the "
               f"hidden-matrix LR {'μP gives' if study.runs and study.runs[0].mup else 'every parameter gets'} at width w)")
-        for k, r in enumerate(study.runs):
+        for k, r in enumerate(study.all_runs):
             state = "done" if is_done(r) else ("partial" if (r.folder / "checkpoints" / "last.ckpt").exists() else "todo")
-            print(f"{k:4d} {state:8s} {r.run_id}  η*={r.arch.lr:.3g} (base {r.arch.base_width})  η(w)={r.lr:.3g}")
+            if r.sweep:
+                lr = f"η* candidate {r.arch.lr:.3g} (LR sweep at the base width)"
+            elif r.pending:
+                lr = f"η* from the LR sweep (pending; base {r.arch.base_width})"
+            else:
+                source = " from the LR sweep" if r.arch.lr_source == "sweep" else ""
+                lr = f"η*={r.arch.lr:.3g}{source} (base {r.arch.base_width})  η(w)={r.lr:.3g}"
+            print(f"{k:4d} {state:8s} {r.run_id}  {lr}")
         return _estimate(study, args) if args.estimate else 0
     if args.devices:
         import torch
@@ -111,6 +120,10 @@ def main(argv: list[str], report=None) -> int:
         try:  # pre-flight once, here: array tasks must not each generate the built-in data at once
             prepare_data(study)
             check_run_args(study)
+            study = resolve_sweep(study)
+            if study.pending_archs:  # the grid's η* is not known yet: submit the sweep, then come back
+                print(f"[study] the LR sweep of {', '.join(study.pending_archs)} has not finished: this script "
+                      f"trains its runs only; when they are done, run this command again for the grid")
             text = sbatch_script(study, args.config, args.gpus_per_node, args.nodes, cpus_per_task=args.cpus_per_task,
                                  time=args.time, partition=args.partition, account=args.account)
         except ValueError as err:
@@ -133,6 +146,18 @@ def main(argv: list[str], report=None) -> int:
         if is_done(run):
             print(f"[study] {run.run_id} already finished: skipped")
             return 0
+        if run.pending:
+            try:
+                study = resolve_sweep(study)  # the sweep may have finished since the script was written
+            except StudyError as err:
+                print(f"nnip-scale study: error: {err}", file=sys.stderr)
+                return 2
+            run = study.run_by_id(run.run_id)
+            if run.pending:
+                print(f"nnip-scale study: error: {run.run_id} waits for the LR sweep of '{run.arch.name}' "
+                      f"(η* is chosen once all its sweep runs have finished); expected the sweep's runs first",
+                      file=sys.stderr)
+                return 2
         # a SLURM task (--devices-per-run) trains on its GPUs, as the script asked SLURM for them
         return 0 if execute(run, devices=args.devices_per_run, nodes=args.nodes_per_run,
                             gpu=bool(args.devices_per_run)) else 1
@@ -144,12 +169,16 @@ def main(argv: list[str], report=None) -> int:
             print(f"nnip-scale study: error: {err}", file=sys.stderr)
             return 2
         t0 = time.perf_counter()
-        failed = run_local(study, parallel=args.parallel, devices=args.devices)
+        try:
+            study, failed = run_study(study, parallel=args.parallel, devices=args.devices)
+        except StudyError as err:
+            print(f"nnip-scale study: error: {err}", file=sys.stderr)
+            return 2
         if failed:
             print(f"[study] {len(failed)} run(s) failed: " + ", ".join(r.run_id for r in failed)
                   + " (the report fits the finished runs; rerun the study to retry these)", file=sys.stderr)
-        else:
-            print(f"[study] all {len(study.runs)} runs finished in {study.folder} "
+        elif not study.pending_archs:
+            print(f"[study] all {len(study.all_runs)} runs finished in {study.folder} "
                   f"({time.perf_counter() - t0:.0f} s this session)")
     else:
         failed = []

@@ -146,7 +146,7 @@ def _build(study: Study, run: RunSpec, extra: list[str]):
     stack, err = _quiet()
     try:
         with stack:
-            return build_cli(list(run.args) + extra, run=False)
+            return build_cli(list(run.cost_args()) + extra, run=False)
     except SystemExit as exc:
         lines = [ln.strip() for ln in err.getvalue().splitlines() if ln.strip()]
         first = next((ln for ln in lines if ln.startswith("nnip-scale")), lines[-1] if lines else f"exit {exc.code}")
@@ -252,7 +252,8 @@ def _arg(args, key: str):
 def _val_schedule(run: RunSpec) -> tuple:
     """The run's ``val_check_interval`` (a float: a fraction of the epoch; an int: batches) and
     ``check_val_every_n_epoch``, as its arguments set them (the study always sets both)."""
-    interval, every = _arg(run.args, "trainer.val_check_interval"), _arg(run.args, "trainer.check_val_every_n_epoch")
+    args = run.cost_args()
+    interval, every = _arg(args, "trainer.val_check_interval"), _arg(args, "trainer.check_val_every_n_epoch")
     interval = 1.0 if interval is None else (int(interval) if interval.lstrip("-").isdigit() else float(interval))
     every = 1 if every is None else (None if every in ("null", "None") else int(every))
     return interval, every
@@ -351,7 +352,7 @@ class Estimator:
         per_val = a * d.val_edges + b * d.val_atoms + c * d.val_structures + e * d.val_batches
         out = {
             "run_id": run.run_id, "arch": run.arch.name, "width": run.width, "budget_atoms": run.budget_atoms,
-            "epochs": run.epochs, "seed": run.seed, "state": _state(run), "n_params": m.n_params,
+            "epochs": run.epochs, "seed": run.seed, "sweep": run.sweep, "state": _state(run), "n_params": m.n_params,
             "steps": d.steps, "atoms": d.atoms, "structures": d.structures, "edges": round(d.edges),
             "edges_per_atom": d.edges_per_atom, "validations": d.validations, "val_batches": d.val_batches,
             "train_flops": train_flops, "val_flops": per_val * d.validations,
@@ -489,14 +490,15 @@ def estimate_study(study: Study, *, probe: bool = True, steps: int = 5, warmup: 
     est = Estimator(study, probe=probe, steps=steps, warmup=warmup, calibration_batches=calibration_batches,
                     accelerator=accelerator, threads=threads)
     t0 = time.perf_counter()
-    keys = list(dict.fromkeys((r.arch.name, r.width) for r in study.runs))
+    all_runs = study.all_runs  # the LR sweep's runs cost too
+    keys = list(dict.fromkeys((r.arch.name, r.width) for r in all_runs))
     busy0, own0 = _busy_cpu_s(), _own_cpu_s()  # other work on this machine, measured over the probe
     old_threads = torch.get_num_threads()
     if threads:  # every run gets cores // parallel threads (the study runner's split): so does the probe
         torch.set_num_threads(threads)
     try:
         for k, (arch, width) in enumerate(keys):
-            run = next(r for r in study.runs if (r.arch.name, r.width) == (arch, width))
+            run = next(r for r in all_runs if (r.arch.name, r.width) == (arch, width))
             m = est.model(run)
             what = (f"step {_fmt_s(m.step_s)}, validation batch {_fmt_s(m.val_batch_s)}" if m.step_s is not None
                     else "FLOPs only")
@@ -504,18 +506,18 @@ def estimate_study(study: Study, *, probe: bool = True, steps: int = 5, warmup: 
                 f"({m.probe_s:.1f} s)")
         busy1, own1 = _busy_cpu_s(), _own_cpu_s()
         probe_s = time.perf_counter() - t0
-        runs = [est.run_estimate(r) for r in study.runs]
+        runs = [est.run_estimate(r) for r in all_runs]
     finally:
         torch.set_num_threads(old_threads)
     device = _device(accelerator, threads)
     if threads and probe:
         cores = _cores()
         other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) - (own1 - own0)) / probe_s
-        factor, available = load_factor(other, cores, threads, min(parallel, len(study.runs)))
+        factor, available = load_factor(other, cores, threads, min(parallel, len(all_runs)))
         shares = [min(1.0, m.step_cpu_s / m.step_s / threads) for m in est.models.values()
                   if m.step_s and m.step_cpu_s is not None]
         device.update({"cores": cores, "other_busy_cores": other, "available_cores": available,
-                       "cpu_threads_wanted": min(parallel, len(study.runs)) * threads, "load_factor": factor,
+                       "cpu_threads_wanted": min(parallel, len(all_runs)) * threads, "load_factor": factor,
                        "probe_cpu_share": statistics.median(shares) if shares else None})
         for r in runs:  # the probe ran alone; the runs will share the cores with each other and that work
             r["wall_s_alone"] = r["wall_s"]

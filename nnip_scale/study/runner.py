@@ -101,14 +101,15 @@ def check_run_args(study: Study, log=print) -> None:
     from nnip_scale.cli import build_cli
 
     seen = set()
-    for run in study.runs:
+    for run in study.all_runs:
         if run.arch.name in seen:
             continue
         seen.add(run.arch.name)
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                build_cli(list(run.args), run=False)  # run=False: the fit arguments without the subcommand
+                # run=False: the fit arguments without the subcommand (a pending η*: any LR parses alike)
+                build_cli(list(run.cost_args()), run=False)
         except SystemExit as exc:
             if exc.code not in (0, None):
                 lines = [ln.strip() for ln in err.getvalue().splitlines() if ln.strip()]
@@ -267,16 +268,23 @@ def _run_pool(todo: list[RunSpec], parallel: int, threads: int, log) -> list[tup
     return results
 
 
-def run_local(study: Study, parallel: int | None = None, devices: list[str] | None = None, log=print) -> list[RunSpec]:
-    """Run every unfinished run of ``study``; ``parallel`` at once. On CPU the cores are split
-    evenly between ``parallel`` in-process workers (above); ``devices`` (e.g. GPU ids) are handed
-    out round-robin through CUDA_VISIBLE_DEVICES, one fresh process per run. Returns the runs that
-    failed."""
+def run_local(study: Study, parallel: int | None = None, devices: list[str] | None = None, log=print,
+              runs: list[RunSpec] | None = None) -> list[RunSpec]:
+    """Run every unfinished run of ``runs`` (default: the study's grid); ``parallel`` at once. On
+    CPU the cores are split evenly between ``parallel`` in-process workers (above); ``devices``
+    (e.g. GPU ids) are handed out round-robin through CUDA_VISIBLE_DEVICES, one fresh process per
+    run. Returns the runs that failed. (``nnip_scale.study.sweep.run_study`` runs a study's LR sweep
+    first, then its grid.)"""
     parallel = max(1, parallel or study.parallel)
-    todo = [r for r in study.runs if not is_done(r)]
-    skipped = len(study.runs) - len(todo)
+    runs = study.runs if runs is None else runs
+    pending = [r.run_id for r in runs if r.pending]
+    if pending:
+        raise StudyError(f"{study.path}: {len(pending)} run(s) wait for the LR sweep's η* ({pending[0]}, ...); "
+                         f"expected the sweep to run first (nnip_scale.study.sweep.run_study)")
+    todo = [r for r in runs if not is_done(r)]
+    skipped = len(runs) - len(todo)
     if skipped:
-        log(f"[study] {skipped} of {len(study.runs)} runs already finished: skipped")
+        log(f"[study] {skipped} of {len(runs)} runs already finished: skipped")
     if not todo:
         return []
     threads = max(1, (os.cpu_count() or 1) // parallel)

@@ -22,7 +22,8 @@ def sbatch_script(study: Study, study_file: str, gpus_per_node: int = 4, nodes: 
     plan fails with a clear error). SLURM sends SIGUSR1 ``signal_seconds`` before the time limit:
     Lightning's SLURM support then saves ``hpc_ckpt_<n>.ckpt`` in the run folder and requeues the
     task, which resumes from it (``runner.run_args`` takes the newest checkpoint)."""
-    todo = [r.run_id for r in study.runs if not is_done(r)]
+    # the grid's runs wait while their LR sweep runs: then the script holds the sweep's runs only
+    todo = [r.run_id for r in study.all_runs if not is_done(r) and not r.pending]
     if not todo:
         raise ValueError(f"{study_file}: every run of the study is finished; nothing to submit")
     if cpus_per_task < 1 or gpus_per_node < 1 or nodes < 1:
