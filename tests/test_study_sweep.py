@@ -108,3 +108,39 @@ def test_sweep_chooses_transfers_reports_and_is_reused(tmp_path, data, monkeypat
     cfg["lr_sweep"]["lrs"] = [1e-3, 2e-3]
     path.write_text(yaml.safe_dump(cfg))
     assert load_study(path, out).pending_archs == ["mpnn"]
+
+
+def test_base_width_seeds(tmp_path, data, monkeypatch):
+    monkeypatch.chdir(REPO)
+    path = study_file(tmp_path, data, [160, 320], widths=(8, 16), archs=("mpnn",))
+    cfg = yaml.safe_load(path.read_text())
+    cfg["base_width_seeds"] = [0, 1]
+    path.write_text(yaml.safe_dump(cfg))
+    study = load_study(path, tmp_path / "out")
+    seeds = {(r.width, r.budget_atoms): sorted(x.seed for x in study.runs if (x.width, x.budget_atoms) ==
+                                              (r.width, r.budget_atoms)) for r in study.runs}
+    assert seeds == {(8, 160): [0, 1], (8, 320): [0, 1], (16, 160): [0], (16, 320): [0]}  # base width 8
+    cfg["base_width_seeds"] = [1, 1]
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(StudyError, match="non-empty lists of distinct integers"):
+        load_study(path)
+
+
+def test_per_architecture_overrides(tmp_path, data, monkeypatch):
+    monkeypatch.chdir(REPO)
+    path = study_file(tmp_path, data, [160], widths=(8,), archs=("mpnn",))
+    cfg = yaml.safe_load(path.read_text())
+    cfg["architectures"]["mpnn_deep"] = {**cfg["architectures"]["mpnn"],
+                                         "overrides": {"model.backbone.init_args.depth": 2}}
+    path.write_text(yaml.safe_dump(cfg))
+    study = load_study(path, tmp_path / "out")
+    deep = next(r for r in study.runs if r.arch.name == "mpnn_deep")
+    args = list(deep.args)  # after the study-wide depth 1: this architecture's depth wins
+    assert args.index("--model.backbone.init_args.depth=2") > args.index("--model.backbone.init_args.depth=1")
+    assert "--model.backbone.init_args.depth=2" not in next(r for r in study.runs if r.arch.name == "mpnn").args
+    from nnip_scale.study.runner import check_run_args
+
+    cfg["architectures"]["mpnn_deep"]["overrides"] = {"model.backbone.init_args.dept": 2}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(StudyError, match="the runs of 'mpnn_deep' would fail"):
+        check_run_args(load_study(path, tmp_path / "out"), log=lambda *_: None)

@@ -33,6 +33,8 @@ class Architecture:
     base_width: int
     lr: float | None
     lr_source: str = "given"
+    #: dotted LightningCLI overrides of this architecture only (after the study's ``overrides``)
+    overrides: tuple[tuple[str, object], ...] = ()
 
     @property
     def pending(self) -> bool:
@@ -108,7 +110,7 @@ class SweepPlan:
     def settings(self, arch: Architecture) -> dict:
         """What a stored choice for ``arch`` must match to be reused (lr_sweep.json)."""
         return {"lrs": list(self.lrs), "atoms": self.atoms, "seeds": list(self.seeds), "base_width": arch.base_width,
-                "config": arch.config}
+                "config": arch.config, "overrides": {k: str(v) for k, v in arch.overrides}}
 
 
 @dataclass
@@ -171,8 +173,8 @@ def _widths(value, source: Path, key: str) -> list[int]:
 #: the keys a study file may use, per section (anything else is a typo: refused with a suggestion)
 KEYS = {
     "": ("name", "output", "base_configs", "architectures", "widths", "data", "seeds", "validations_per_epoch",
-         "mup", "overrides", "run", "report", "lr_sweep"),
-    "architectures.<name>": ("config", "base_width", "lr", "widths"),
+         "mup", "overrides", "run", "report", "lr_sweep", "base_width_seeds"),
+    "architectures.<name>": ("config", "base_width", "lr", "widths", "overrides"),
     "data": ("atoms", "epochs"),
     "lr_sweep": ("lrs", "atoms", "seeds"),
     "run": ("parallel",),
@@ -245,8 +247,13 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
             raise StudyError(f"{path}: architectures.{arch_name}.lr must be a number ({err})") from err
         if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise StudyError(f"{path}: architectures.{arch_name}.lr must be a positive number, got {a['lr']!r}")
+        arch_over = a.get("overrides") or {}
+        if not isinstance(arch_over, dict):
+            raise StudyError(f"{path}: architectures.{arch_name}.overrides must be a mapping of dotted LightningCLI "
+                             f"keys to values (e.g. model.backbone.init_args.radial_hidden: 16)")
         arch = Architecture(str(arch_name), str(a["config"]), int(a["base_width"]), lr,
-                            "given" if lr is not None else "pending")
+                            "given" if lr is not None else "pending",
+                            tuple((str(k), v) for k, v in arch_over.items()))
         archs.append(arch)
         arch_widths[arch.name] = (_widths(a["widths"], path, f"architectures.{arch_name}.widths")
                                   if "widths" in a else widths)
@@ -256,7 +263,13 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
     except (TypeError, ValueError) as err:
         raise StudyError(f"{path}: data.atoms must be a list of atom counts ({err})") from err
     epochs = int(budgets_cfg.get("epochs", 1))
-    seeds = [int(s) for s in cfg.get("seeds", [0])]
+    try:
+        seeds = [int(s) for s in cfg.get("seeds", [0])]
+        base_seeds = [int(s) for s in cfg.get("base_width_seeds", seeds)]
+    except (TypeError, ValueError) as err:
+        raise StudyError(f"{path}: seeds and base_width_seeds must be lists of integers ({err})") from err
+    if not seeds or not base_seeds or len(set(seeds)) != len(seeds) or len(set(base_seeds)) != len(base_seeds):
+        raise StudyError(f"{path}: seeds and base_width_seeds must be non-empty lists of distinct integers")
     if not budgets or min(budgets) < 1:
         raise StudyError(f"{path}: data.atoms must be a non-empty list of positive atom counts")
     if epochs < 1:
@@ -276,6 +289,7 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
         """One run: its arguments but the LR ones (RunSpec.args adds those from η*)."""
         args = [f"--config={c}" for c in base_configs] + [f"--config={arch.config}"]
         args += [f"--{k}={v}" for k, v in overrides.items()]
+        args += [f"--{k}={v}" for k, v in arch.overrides]
         args += _fixed_args(run_id, run_folder, arch.name, w, atoms, seed, epochs, val_per_epoch)
         return RunSpec(arch, w, atoms, epochs, seed, run_folder, tuple(args), mup, is_sweep, grid)
 
@@ -283,7 +297,7 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
     for arch in archs:
         if sweep is not None and arch.name in sweep.archs:
             for lr in sweep.lrs:  # the sweep: every candidate η* at the base width, short budget, its seeds
-                candidate = Architecture(arch.name, arch.config, arch.base_width, lr, "candidate")
+                candidate = Architecture(arch.name, arch.config, arch.base_width, lr, "candidate", arch.overrides)
                 for seed in sweep.seeds:
                     run_id = (f"sweep-{arch.name}-w{arch.base_width}-lr{lr:g}-D{_budget_label(sweep.atoms)}"
                               f"-e{epochs}-s{seed}")
@@ -291,7 +305,8 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
                                                folder / "sweep" / run_id, True))
         for w in arch_widths[arch.name]:
             for atoms in budgets:
-                for seed in seeds:
+                # base_width_seeds: more seeds where η* was tuned (the seed-to-seed spread of the grid)
+                for seed in (base_seeds if w == arch.base_width else seeds):
                     run_id = f"{arch.name}-w{w}-D{_budget_label(atoms)}-e{epochs}-s{seed}"
                     runs.append(make_run(arch, w, atoms, seed, run_id, folder / "runs" / run_id))
     run_cfg = cfg.get("run") or {}
@@ -393,7 +408,7 @@ def _swept(arch: Architecture, sweep: SweepPlan, stored: dict | None) -> Archite
     """``arch`` with η* from the stored sweep choice when it was made with this sweep's settings."""
     if not stored or stored.get("settings") != sweep.settings(arch) or stored.get("best_lr") is None:
         return arch  # no choice yet, or one made by another sweep: pending until this sweep's runs choose
-    return Architecture(arch.name, arch.config, arch.base_width, float(stored["best_lr"]), "sweep")
+    return Architecture(arch.name, arch.config, arch.base_width, float(stored["best_lr"]), "sweep", arch.overrides)
 
 
 def _data_config(base: Path, base_configs: list[str], overrides: dict, source: Path) -> dict:

@@ -20,11 +20,15 @@ import time
 BUILTIN = {
     "molecules-tiny": ("molecules", "tiny"),
     "molecules-demo": ("molecules", "demo"),
+    "molecules-large": ("molecules", "large"),
     "alloys-tiny": ("alloys", "tiny"),
     "alloys-demo": ("alloys", "demo"),
 }
 DEFAULT_SEED = 0
-FD_SAMPLES = {"tiny": 3, "demo": 8}
+FD_SAMPLES = {"tiny": 3, "demo": 8, "large": 8}
+#: generation wall on 2 cores, measured (docs/datasets.md): said when a dataset is generated
+EXPECTED = {"molecules-tiny": "seconds", "molecules-demo": "~2-6 min", "molecules-large": "~6-18 min",
+            "alloys-tiny": "seconds", "alloys-demo": "~1.5 min"}
 
 __all__ = ["BUILTIN", "default_root", "ensure_builtin", "generate", "read_manifest", "resolve_root", "user_data_dir"]
 
@@ -179,7 +183,7 @@ def ensure_builtin(name: str, root=None, workers: int | None = None) -> pathlib.
         return out
     partial = out.is_dir()
     _say(f"builtin:{name}: {'resuming' if partial else 'generating'} it in {out.resolve()} ({why}); "
-         f"~5 min for molecules-demo on 2 cores, once")
+         f"{EXPECTED.get(name, 'minutes')} on 2 cores, once")
     return generate(kind, size, root=root, seed=DEFAULT_SEED, workers=workers)
 
 

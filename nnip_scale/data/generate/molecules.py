@@ -29,6 +29,10 @@ SIZES = {
                  temperatures=(300.0, 1000.0), replicas=1, n_frames=8, stride=2, n_equil=4),
     "demo": dict(collections=("g2", "s22", "extra"), only=None,
                  temperatures=(300.0, 600.0, 1000.0), replicas=2, n_frames=20, stride=5, n_equil=20),
+    # the demo's molecules and settings with 6 replicas (independent seeded starts) per temperature:
+    # 3x the frames, enough for data budgets spanning a decade up to ~400k atoms (staircase-cpu study)
+    "large": dict(collections=("g2", "s22", "extra"), only=None,
+                  temperatures=(300.0, 600.0, 1000.0), replicas=6, n_frames=20, stride=5, n_equil=20),
 }
 
 
