@@ -13,7 +13,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from nnip_scale.checkpoint import load_backbone
 from nnip_scale.data.neighbors import neighbor_list
-from nnip_scale.models.base import PotentialModel, element_symbol
+from nnip_scale.models.base import PotentialModel, element_symbol, element_symbols
 
 __all__ = ["NNIPCalculator", "load_backbone"]
 
@@ -53,7 +53,7 @@ class NNIPCalculator(Calculator):
             names = ", ".join(f"{element_symbol(x)} (Z={x})" for x in bad)
             raise ValueError(
                 f"atoms contain element(s) {names} that the model was not trained on; expected only "
-                f"elements with Z in {np.flatnonzero(known).tolist()}"
+                f"its trained elements {element_symbols(np.flatnonzero(known).tolist())}"
             )
         edge_index, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.cutoff)
         n = len(atoms)

@@ -179,7 +179,10 @@ def load_backbone(checkpoint: str | Path, map_location: str | torch.device = "cp
     state_dict = ckpt.get("state_dict")
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{path}: no 'state_dict' entry; expected a checkpoint written by nnip-scale fit")
-    model = cls(**init_args)
+    try:
+        model = cls(**init_args)
+    except ValueError as err:  # plain data of the right types, but values the class refuses
+        raise CheckpointError(f"{path}: entry nnip_backbone.init_args does not build {spec_name(ckpt)} ({err})") from None
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     try:

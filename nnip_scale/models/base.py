@@ -8,6 +8,8 @@ total energies (adding per-element reference energies) and provides conservative
 """
 
 import abc
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -30,6 +32,15 @@ def element_symbol(z: int) -> str:
     return _ELEMENT_SYMBOLS[z] if 0 < z < len(_ELEMENT_SYMBOLS) else f"Z={z}"
 
 
+def element_symbols(zs: Iterable[int]) -> str:
+    """``"H, C, N, O"`` for atomic numbers ``zs`` (sorted); a run of more than 12 consecutive
+    atomic numbers is written ``"H … Fm (Z=1..100)"``."""
+    zs = sorted({int(z) for z in zs})
+    if len(zs) > 12 and zs[-1] - zs[0] == len(zs) - 1:
+        return f"{element_symbol(zs[0])} … {element_symbol(zs[-1])} (Z={zs[0]}..{zs[-1]})"
+    return ", ".join(element_symbol(z) for z in zs)
+
+
 class PotentialModel(nn.Module, abc.ABC):
     """Base class of the interatomic-potential backbones.
 
@@ -46,6 +57,9 @@ class PotentialModel(nn.Module, abc.ABC):
     uses_charge_spin: bool = False
     #: parameter-name prefixes excluded from N (the element embedding table; DESIGN.md)
     embedding_prefixes: tuple[str, ...] = ("embedding.",)
+    #: inside :meth:`unseen_elements_allowed`: a model with per-element parameters evaluates atoms
+    #: of elements it has none for instead of refusing them
+    unseen_elements_ok: bool = False
 
     def __init__(
         self,
@@ -107,6 +121,25 @@ class PotentialModel(nn.Module, abc.ABC):
             avg = float(stats.avg_num_neighbors)
             self.avg_num_neighbors.fill_(avg if avg > 0 else 1.0)
             self.statistics_set.fill_(True)
+
+    @contextlib.contextmanager
+    def unseen_elements_allowed(self) -> Iterator["PotentialModel"]:
+        """Within this context, structures with elements the model has no per-element parameters
+        for (MACE's contraction weights) are evaluated (with zero weights for those atoms:
+        meaningless numbers, kept apart by ``NNIPModule(unseen_elements="separate")``) instead of
+        refused. Models without per-element parameters evaluate every element of their table anyway."""
+        previous = self.unseen_elements_ok
+        self.unseen_elements_ok = True
+        try:
+            yield self
+        finally:
+            self.unseen_elements_ok = previous
+
+    def restore_init_args(self, init_args: dict, source: str = "the checkpoint") -> bool:
+        """Called with a checkpoint's backbone ``init_args`` before its weights are loaded into this
+        model (built from a config): adopt what the checkpoint resolved from its training data
+        (MACE's ``elements: auto``). Returns whether parameters were replaced. Default: nothing."""
+        return False
 
     # ------------------------------------------------------------------ size
     def count_parameters(self) -> dict[str, int]:

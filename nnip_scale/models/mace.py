@@ -21,7 +21,11 @@ kernels, the spherical harmonics and the symmetric contraction, which have no na
 on ``torch``; ``auto`` picks per call (native on CPU for the interaction, cueq on CUDA when
 installed, else torch).
 The element-dependent contraction weights W_Z exist for the chemical elements listed in
-``elements`` (default: all 1..max_atomic_number), as MACE has one weight set per element.
+``elements`` (default: all 1..max_atomic_number), as MACE has one weight set per element;
+``elements="auto"`` takes the list from the training statistics (:meth:`MACE.set_statistics`,
+the elements of the training split) and records it in ``init_config()``, so a checkpoint
+rebuilds exactly the trained elements without the data. A structure with an element outside the
+list is refused, naming it by symbol.
 
 Direct forces: max_ell ≥ 1: F_i = Σ_c w_c h_i^{ℓ=1, c} (the last layer keeps its 1o channels);
 max_ell = 0 (the invariant 4-body model): no vector features exist, so the equivariant edge head
@@ -30,12 +34,13 @@ All features are polar (natural parity) and all maps equivariant: E is O(3)-inva
 (rotations and reflections), F O(3)-equivariant; translation and permutation symmetric.
 """
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from nnip_scale.models.base import ForceMode, PotentialModel
+from nnip_scale.models.base import ForceMode, PotentialModel, element_symbol, element_symbols
 from nnip_scale.nn import MLP, BesselBasis, PolynomialEnvelope
 from nnip_scale.nn.irreps import (
     IrrepsLinear,
@@ -83,19 +88,34 @@ class MACEInteraction(nn.Module):
         self.contraction = PolynomialPlan(
             symmetric_contraction_polynomial(target, out_ells, width, correlation), weighted=True
         )
-        n_w, std = self.contraction.n_weights, self.contraction.weight_init_std.to(torch.get_default_dtype())
-        # path-normalised: unit-variance A gives unit-variance B at init, every path alike
-        self.contraction_weights = nn.Parameter(torch.randn(n_elements, n_w, width) * std[:, None])
+        self.contraction_weights = nn.Parameter(self._contraction_init(n_elements, torch.get_default_dtype(), None))
         self.linear_post = IrrepsLinear(out_ells, out_ells, width, width)
         self.skip = IrrepsLinear(in_ells, out_ells, width, width) if residual else None
 
-    def forward(self, h, sh, rbf, envelope, sender, receiver, element_slot, inv_avg_neighbors, n_atoms: int):
+    def _contraction_init(self, n_elements: int, dtype: torch.dtype, device) -> torch.Tensor:
+        """Fresh per-element contraction weights [n_elements, n_weights, C]: path-normalised, so
+        unit-variance A gives unit-variance B at init, every path alike."""
+        std = self.contraction.weight_init_std.to(dtype=dtype, device=device)
+        return torch.randn(n_elements, self.contraction.n_weights, self.width, dtype=dtype, device=device) * std[:, None]
+
+    def reset_elements(self, n_elements: int) -> None:
+        """Replace the contraction weights by freshly initialised ones for ``n_elements`` elements
+        (same dtype and device); the old tensor is dropped."""
+        old = self.contraction_weights
+        self.contraction_weights = nn.Parameter(self._contraction_init(n_elements, old.dtype, old.device),
+                                                requires_grad=old.requires_grad)
+
+    def forward(self, h, sh, rbf, envelope, sender, receiver, element_slot, inv_avg_neighbors, n_atoms: int,
+                zero_row: bool = False):
         weights = (self.radial(rbf) * envelope.unsqueeze(-1)).view(rbf.shape[0], self.tp.n_paths, self.width)
         tp_backend = per_op_backend(self.backend, "channelwise_tp_scatter")
         a = channelwise_tp_scatter(self.tp, weights, self.linear_up(h), sh, sender, receiver, n_atoms, backend=tp_backend)
         a = self.linear_message(a * inv_avg_neighbors)
         sc_backend = per_op_backend(self.backend, "symmetric_contraction")
-        b = symmetric_contraction(self.contraction, a, self.contraction_weights, element_slot, backend=sc_backend)
+        w = self.contraction_weights
+        if zero_row:  # atoms of elements without weights (slot = len(w)) contract with zeros
+            w = torch.cat([w, w.new_zeros(1, *w.shape[1:])])
+        b = symmetric_contraction(self.contraction, a, w, element_slot, backend=sc_backend)
         out = self.linear_post(b)
         return out if self.skip is None else out + self.skip(h)
 
@@ -114,7 +134,10 @@ class MACE(PotentialModel):
         envelope_order: order p of the polynomial cutoff envelope.
         radial_hidden, radial_layers: hidden width and depth of the radial MLP (fixed, not scaled).
         readout_hidden: hidden width of the last layer's energy MLP.
-        elements: atomic numbers with their own contraction weights (None: 1..max_atomic_number).
+        elements: atomic numbers with their own contraction weights; ``"auto"``: the elements of
+            the training split, set by :meth:`set_statistics` (before that the model cannot run;
+            ``init_config()`` then records the list, so a checkpoint restores it without data);
+            ``None``: all of 1..max_atomic_number.
         max_atomic_number: size of the element embedding table.
         forces: ``"direct"`` (equivariant force head) or ``"conservative"`` (−∂E/∂r).
         compute_stress: return stress for periodic structures (conservative only).
@@ -135,7 +158,7 @@ class MACE(PotentialModel):
         radial_hidden: int = 64,
         radial_layers: int = 3,
         readout_hidden: int = 16,
-        elements: list[int] | None = None,
+        elements: list[int] | Literal["auto"] | None = None,
         max_atomic_number: int = 100,
         forces: ForceMode = "direct",
         compute_stress: bool = False,
@@ -153,14 +176,18 @@ class MACE(PotentialModel):
             raise ValueError(
                 f"expected 0 <= max_ell <= sh_max_ell and 1 <= sh_max_ell <= 3, got max_ell={max_ell}, sh_max_ell={sh_max_ell}"
             )
-        zs = list(range(1, self.max_atomic_number + 1)) if elements is None else sorted({int(z) for z in elements})
-        bad = [z for z in zs if not 1 <= z <= self.max_atomic_number]
-        if not zs or bad:
-            raise ValueError(f"elements must be atomic numbers in 1..{self.max_atomic_number}, got {elements}")
-        self.elements = None if elements is None else zs
-        slot = torch.full((self.max_atomic_number + 1,), -1, dtype=torch.long)
-        slot[zs] = torch.arange(len(zs))
-        self.register_buffer("element_slot", slot, persistent=False)
+        if isinstance(elements, str) and elements != "auto":
+            raise ValueError(f"elements must be 'auto', a list of atomic numbers or null, got {elements!r}")
+        #: ``elements: auto``: the list comes from the training statistics (or a checkpoint)
+        self.elements_auto = elements == "auto"
+        #: the configured or learnt atomic numbers (sorted); None: all of them, or auto not yet set
+        self.elements: list[int] | None = (
+            None if elements is None or self.elements_auto else self._parse_elements(elements))
+        # element_slot[Z] = row of the contraction weights of element Z (-1: none)
+        self.register_buffer("element_slot", torch.full((self.max_atomic_number + 1,), -1, dtype=torch.long),
+                             persistent=False)
+        self._fill_element_slots()
+        zs = self.element_list
         self.width, self.depth, self.max_ell, self.sh_max_ell = width, depth, max_ell, sh_max_ell
         self.correlation, self.num_radial, self.envelope_order = correlation, num_radial, envelope_order
         self.radial_hidden, self.radial_layers, self.readout_hidden = radial_hidden, radial_layers, readout_hidden
@@ -203,20 +230,142 @@ class MACE(PotentialModel):
             correlation=self.correlation, cutoff=self.cutoff, num_radial=self.num_radial,
             envelope_order=self.envelope_order, radial_hidden=self.radial_hidden,
             radial_layers=self.radial_layers, readout_hidden=self.readout_hidden,
-            elements=None if self.elements is None else list(self.elements),
+            elements="auto" if self.elements_auto and self.elements is None else (
+                None if self.elements is None else list(self.elements)),
             max_atomic_number=self.max_atomic_number, forces=self.force_mode,
             compute_stress=self.compute_stress, backend=self.backend,
         )
 
-    def set_statistics(self, stats: Any) -> None:
-        super().set_statistics(stats)
+    # ------------------------------------------------------------------ elements
+    def _parse_elements(self, elements) -> list[int]:
+        """Sorted distinct atomic numbers of ``elements``, all in 1..max_atomic_number."""
+        try:
+            items = list(elements)
+            if any(isinstance(z, (bool, str)) or int(z) != z for z in items):
+                raise TypeError
+            zs = sorted({int(z) for z in items})
+        except (TypeError, ValueError):
+            zs = []
+        if not zs or any(not 1 <= z <= self.max_atomic_number for z in zs):
+            raise ValueError(f"elements must be atomic numbers in 1..{self.max_atomic_number}, 'auto' or null, "
+                             f"got {elements!r}")
+        return zs
+
+    @property
+    def element_list(self) -> list[int]:
+        """The atomic numbers that have contraction weights, in weight-row order ([] while
+        ``elements: auto`` has not been set)."""
         if self.elements is not None:
-            missing = sorted({int(z) for z in stats.elements} - set(self.elements))
-            if missing:
-                raise ValueError(
-                    f"the training data contains element(s) Z={missing} without MACE contraction weights; "
-                    f"expected only the configured elements {self.elements} — add them to `elements`"
-                )
+            return list(self.elements)
+        return [] if self.elements_auto else list(range(1, self.max_atomic_number + 1))
+
+    def _fill_element_slots(self) -> None:
+        zs = self.element_list
+        with torch.no_grad():
+            self.element_slot.fill_(-1)
+            if zs:
+                self.element_slot[zs] = torch.arange(len(zs), device=self.element_slot.device)
+
+    def set_elements(self, elements: Iterable[int]) -> bool:
+        """Give ``elements: auto`` its element list: fresh contraction weights for exactly these
+        atomic numbers (same dtype and device). Returns whether the parameters were replaced
+        (``False`` when the list is already the model's). A model with an explicit list (or
+        ``None``) accepts only its own list."""
+        zs = self._parse_elements(list(elements))
+        if zs == self.element_list:
+            return False
+        if not self.elements_auto:
+            raise ValueError(
+                f"this MACE was built with the elements {element_symbols(self.element_list)}, not "
+                f"{element_symbols(zs)}; only a model with elements: auto takes its list from the data or a checkpoint"
+            )
+        for layer in self.layers:
+            layer.reset_elements(len(zs))
+        self.elements = zs
+        self._fill_element_slots()
+        return True
+
+    def missing_elements_message(self, zs: Iterable[int]) -> str | None:
+        """``"element Cu (Z=29) is not among the model's elements H, C, N, O"`` for the atomic
+        numbers of ``zs`` without contraction weights; ``None`` when there are none."""
+        have = set(self.element_list)
+        missing = sorted({int(z) for z in zs} - have)
+        if not missing:
+            return None
+        names = ", ".join(element_symbol(z) + ("" if element_symbol(z).startswith("Z=") else f" (Z={z})")
+                          for z in missing)
+        verb = "element {} is" if len(missing) == 1 else "elements {} are"
+        listed = element_symbols(self.element_list) if have else "(none yet: elements: auto before any statistics)"
+        return f"{verb.format(names)} not among the model's elements {listed}"
+
+    def check_elements(self, zs: Iterable[int], expected: str) -> None:
+        """Raise ``ValueError`` naming (by symbol) the atomic numbers of ``zs`` that have no
+        contraction weights; ``expected`` ends the message (what would have been right)."""
+        message = self.missing_elements_message(zs)
+        if message is not None:
+            raise ValueError(f"{message}; {expected}")
+
+    def set_statistics(self, stats: Any) -> None:
+        """The base class's statistics; with ``elements: auto`` not yet set, the element list
+        becomes the training split's elements (``stats.elements``) and the contraction weights are
+        created for them. Otherwise every training element must already have weights."""
+        zs = sorted({int(z) for z in stats.elements})
+        learn = self.elements_auto and self.elements is None
+        in_table = all(1 <= z <= self.max_atomic_number for z in zs)
+        if not learn and in_table:  # (elements outside the table: the base class names them)
+            self.check_elements(zs, "the training data hold them and every training element needs contraction "
+                                    "weights; " + (
+                                        "this model's list was set from earlier statistics or its checkpoint, "
+                                        "expected training data with only those elements (a new model learns others)"
+                                        if self.elements_auto else
+                                        "expected them in the model's `elements` (or elements: auto)"))
+        super().set_statistics(stats)
+        if learn:
+            self.set_elements(zs)
+
+    def restore_init_args(self, init_args: dict, source: str = "the checkpoint") -> bool:
+        """Before a checkpoint's weights are loaded into a model built from a config: with
+        ``elements: auto``, take the element list the checkpoint was trained with (its
+        ``init_args["elements"]``); with an explicit list, refuse a checkpoint trained with another
+        list (its weight rows would belong to other elements). Returns whether parameters were
+        replaced (then any optimizer holding the old ones is stale)."""
+        if "elements" not in init_args or init_args["elements"] == "auto":
+            return False
+        saved = init_args["elements"]
+        zs = list(range(1, self.max_atomic_number + 1)) if saved is None else self._parse_elements(saved)
+        if self.elements_auto:
+            return self.set_elements(zs)
+        if zs != self.element_list:
+            raise ValueError(
+                f"{source} holds MACE contraction weights for the elements {element_symbols(zs)}, but the "
+                f"model is configured with {element_symbols(self.element_list)}; expected the same elements "
+                f"(elements: auto takes the checkpoint's)"
+            )
+        return False
+
+    def _element_slots(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Weight row of every atom, and whether a zero row must be appended (atoms of elements
+        without weights, evaluated only inside ``unseen_elements_allowed()``)."""
+        if self.elements_auto and self.elements is None:
+            raise RuntimeError(
+                "this MACE has elements: auto but no element list yet; expected set_statistics() with the "
+                "training statistics first (NNIPModule does it at setup) or a model loaded from a checkpoint "
+                "(nnip_scale.checkpoint.load_backbone)"
+            )
+        if self.unseen_elements_ok:
+            slot = self.element_slot[z]
+            return torch.where(slot < 0, len(self.element_list), slot), True
+        # Checked on the CPU and in evaluation; a training step on an accelerator is not (the check
+        # would be a host sync every step): its data were checked when the statistics were set.
+        if z.device.type == "cpu" or not self.training:
+            z_max = self.element_slot.shape[0] - 1
+            bad = (z < 0) | (z > z_max) | (self.element_slot[z.clamp(0, z_max)] < 0)
+            if bool(bad.any()):
+                self.check_elements(
+                    torch.unique(z[bad]).tolist(),
+                    "MACE has contraction weights only for these, expected structures made of them"
+                    + (" (elements: auto learnt them from the training data)" if self.elements_auto else ""))
+        return self.element_slot[z], False
 
     def atomic_outputs(self, batch: dict, edge_vec: torch.Tensor):
         z = batch["atomic_numbers"]
@@ -227,11 +376,11 @@ class MACE(PotentialModel):
         sh = spherical_harmonics(self.sh_plan, unit, backend=per_op_backend(self.backend, "spherical_harmonics"))
         rbf, envelope = self.radial_basis(dist), self.envelope(dist)
         inv_avg = 1.0 / self.avg_num_neighbors
-        slot = self.element_slot[z]
+        slot, zero_row = self._element_slots(z)
         h = self.embedding(z).unsqueeze(1)  # [A, 1 (ℓ = 0), C]
         energy = 0.0
         for layer, readout in zip(self.layers, self.readouts):
-            h = layer(h, sh, rbf, envelope, sender, receiver, slot, inv_avg, n_atoms)
+            h = layer(h, sh, rbf, envelope, sender, receiver, slot, inv_avg, n_atoms, zero_row)
             energy = energy + readout(h[:, 0, :]).squeeze(-1)
         forces = None
         if isinstance(self.force_head, nn.Linear):

@@ -1,5 +1,6 @@
 """The LightningModule that trains any backbone (a plain ``nn.Module``: batch in, energy/forces out)."""
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -159,8 +160,25 @@ class NNIPModule(L.LightningModule):
                 f"the data's neighbour-list cutoff ({data_cutoff} Å) is smaller than the model's cutoff "
                 f"({model_cutoff} Å); expected data.cutoff >= the model's cutoff"
             )
+        before = {id(p) for p in self.backbone.parameters()}
         self.backbone.set_statistics(dm.statistics)
+        self._after_parameters_replaced(before, fresh=True)
         self._warn_charge_spin(dm)
+
+    def _after_parameters_replaced(self, before: set[int], fresh: bool) -> None:
+        """The backbone created parameters after construction (MACE ``elements: auto`` makes its
+        per-element weights from the statistics or a checkpoint's list): under μP, reclassify, and
+        give ``fresh`` ones the μP init that construction gave the others."""
+        new = [n for n, p in self.backbone.named_parameters() if id(p) not in before]
+        if not new or self.hparams.mup_base_width is None:
+            return
+        self.mup_roles = classify_parameters(self.backbone, self.hparams.mup_base_width)
+        if fresh and getattr(self.backbone, "_mup_init_base_width", None) is not None:
+            params = dict(self.backbone.named_parameters())
+            with torch.no_grad():
+                for name in new:
+                    if self.mup_roles[name].init_scale != 1.0:
+                        params[name].mul_(self.mup_roles[name].init_scale)
 
     def _warn_charge_spin(self, dm) -> None:
         """Say so when the training data carry charges or spin multiplicities that the model
@@ -251,7 +269,11 @@ class NNIPModule(L.LightningModule):
         step, rank = int(self.global_step), int(self.global_rank)
         if train and h.rotation_augmentation:
             batch = random_rotate_batch(batch, rotation_seed(h.rotation_seed, step, rank, stream=0))
-        pred = backbone(batch)
+        # evaluation with unseen_elements: separate: structures with unseen elements are evaluated
+        # (and reported apart), also by a model with per-element parameters (MACE) that refuses them otherwise
+        allowed = getattr(backbone, "unseen_elements_allowed", None)
+        with allowed() if not train and h.unseen_elements == "separate" and allowed else contextlib.nullcontext():
+            pred = backbone(batch)
         terms = self.loss_fn(pred, batch)
         copies = h.symmetry_loss_copies if train else 0
         if copies > 0:
@@ -370,6 +392,34 @@ class NNIPModule(L.LightningModule):
         self._optimizer_mode(train=False)
 
     # ------------------------------------------------------------------ checkpoints
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Before Lightning loads the weights (``--ckpt_path``: validate, test, predict, resumed fit):
+        the backbone, built from the config, adopts what the checkpoint's ``nnip_backbone.init_args``
+        resolved from its training data (MACE ``elements: auto``: the trained element list, whatever
+        data are given now). A resumed fit then checks that its training data fit those elements."""
+        spec = checkpoint.get("nnip_backbone")
+        init_args = spec.get("init_args") if isinstance(spec, dict) else None
+        if not isinstance(init_args, dict) or not hasattr(self.backbone, "restore_init_args"):
+            return
+        trainer = self._trainer
+        path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        source = f"the checkpoint {path}" if path else "the checkpoint"
+        before = {id(p) for p in self.backbone.parameters()}
+        if self.backbone.restore_init_args(init_args, source=source):
+            if trainer is not None and trainer.optimizers:
+                raise RuntimeError(
+                    f"{source} changed the backbone's parameters (its element list) after the optimizer was "
+                    f"built; expected a strategy that restores checkpoints before configure_optimizers"
+                )
+            self._after_parameters_replaced(before, fresh=False)
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if (trainer is not None and trainer.state.fn == "fit" and hasattr(self.backbone, "check_elements")
+                and getattr(dm, "statistics", None) is not None):
+            self.backbone.check_elements(
+                dm.statistics.elements,
+                f"the training data of this resumed fit hold them, but {source} has no weights for them; "
+                f"expected the training data the checkpoint was trained with (or a new run)")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record how to rebuild the backbone, so a checkpoint loads without its YAML (as plain data:
         ``nnip_scale.checkpoint`` builds it only if the class is a registered model)."""
