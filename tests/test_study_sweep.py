@@ -144,3 +144,25 @@ def test_per_architecture_overrides(tmp_path, data, monkeypatch):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(StudyError, match="the runs of 'mpnn_deep' would fail"):
         check_run_args(load_study(path, tmp_path / "out"), log=lambda *_: None)
+
+
+def test_a_changed_lr_makes_finished_runs_stale(tmp_path, data, monkeypatch):
+    path = study_file(tmp_path, data, [160], widths=(8,), archs=("mpnn",))
+    out = tmp_path / "out"
+    proc = run_study(path, out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = yaml.safe_load(path.read_text())
+    cfg["architectures"]["mpnn"]["lr"] = 0.002  # η* changed after the run finished
+    path.write_text(yaml.safe_dump(cfg))
+    plan = run_study(path, out, "--plan")
+    assert "stale" in plan.stdout and "trained with η*=0.004, the plan now gives η*=0.002" in plan.stdout
+    refused = run_study(path, out)
+    assert refused.returncode == 2 and "were trained under other settings than the plan now gives" in refused.stderr
+    assert "--retrain-stale" in refused.stderr
+    again = run_study(path, out, "--retrain-stale")
+    assert again.returncode == 0, again.stderr[-2000:]
+    run_id = "mpnn-w8-D1p6e2-e1-s0"
+    assert "moved to" in again.stdout and len(list((out / "stale").glob(f"{run_id}.*"))) == 1
+    done = json.loads((out / "runs" / run_id / "DONE.json").read_text())
+    assert done["eta_star"] == 0.002 and done["fingerprint"]
+    assert "stale" not in run_study(path, out, "--plan").stdout

@@ -49,6 +49,11 @@ class AtomsDataModule(lightning.LightningDataModule):
         cutoff: neighbour-list cutoff in Å (must be >= the model's cutoff).
         subset: nested training subset: int number of structures or float fraction in (0, 1].
         subset_atoms: nested training subset by number of atoms (the data tokens D).
+        subset_fraction: nested training subset as a fraction in (0, 1] of the training split's
+            atoms: the shortest prefix of the same seeded permutation holding at least that share
+            (1: all of it), so it is nested with ``subset_atoms`` budgets of the same seed (a study's
+            ``data.fraction`` budgets, resolved when the data is loaded). At most one of ``subset``,
+            ``subset_atoms`` and ``subset_fraction``.
         subset_seed: seed of the fixed permutation whose prefixes are the nested subsets.
         val_subset: validate on this many structures of the validation split, chosen once per
             run by a seeded draw stratified by group (every group in proportion to its size), the
@@ -83,6 +88,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         cutoff: float = 5.0,
         subset: int | float | None = None,
         subset_atoms: int | None = None,
+        subset_fraction: float | None = None,
         subset_seed: int = 0,
         val_subset: int | None = None,
         val_subset_atoms: int | None = None,
@@ -111,7 +117,18 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.split_seed, self.cutoff = split_seed, float(cutoff)
         if isinstance(subset, float) and subset > 1 and subset.is_integer():
             subset = int(subset)  # "--data.subset 1000" arrives as 1000.0 through int | float: a count
+        given = [name for name, v in (("subset", subset), ("subset_atoms", subset_atoms),
+                                      ("subset_fraction", subset_fraction)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give the training subset as one of subset, subset_atoms or subset_fraction; got "
+                             f"{' and '.join(given)}")
+        if subset_fraction is not None and not (isinstance(subset_fraction, (int, float))
+                                                and not isinstance(subset_fraction, bool)
+                                                and 0.0 < subset_fraction <= 1.0):
+            raise ValueError(f"subset_fraction={subset_fraction!r}; expected a fraction of the training atoms in "
+                             f"(0, 1] (e.g. 0.1 for 10 %)")
         self.subset, self.subset_atoms, self.subset_seed = subset, subset_atoms, subset_seed
+        self.subset_fraction = None if subset_fraction is None else float(subset_fraction)
         if val_subset is not None and val_subset_atoms is not None:
             raise ValueError("give the validation subset as val_subset (structures) or val_subset_atoms, not both")
         self.val_subset, self.val_subset_atoms, self.val_subset_seed = val_subset, val_subset_atoms, val_subset_seed
@@ -124,6 +141,8 @@ class AtomsDataModule(lightning.LightningDataModule):
                                      group_key=group_key)
         self._datasets: dict[str, AtomsDataset] | None = None
         self.train_subset: Subset | None = None
+        self.train_split_structures: int | None = None
+        self.train_split_atoms: int | None = None
         self._statistics: DatasetStatistics | None = None
 
     # ------------------------------------------------------------------ data
@@ -147,8 +166,11 @@ class AtomsDataModule(lightning.LightningDataModule):
             warnings.warn(f"{_describe(self.train_sources)}: test_fraction={self.test_fraction} left the test split empty "
                           f"({len(np.unique(data.group_id))} groups); fit and validate do not need it, `nnip-scale test` "
                           f"would refuse it (raise data.test_fraction or give data.test)", stacklevel=2)
+        #: the whole training split (before the nested subset): what subset_fraction is a fraction of
+        self.train_split_structures, self.train_split_atoms = len(train), int(data.num_atoms[train].sum())
         self.train_subset = nested_subset(train, data.num_atoms[train], size=self.subset, atoms=self.subset_atoms,
-                                          seed=self.subset_seed, source=_describe(self.train_sources))
+                                          atom_fraction=self.subset_fraction, seed=self.subset_seed,
+                                          source=_describe(self.train_sources))
         val_data = self._load(self.val_sources) if self.val_sources is not None else data
         test_data = self._load(self.test_sources) if self.test_sources is not None else data
         if self.val_sources is not None:

@@ -60,23 +60,34 @@ class Subset:
 
 
 def nested_subset(train_indices: np.ndarray, num_atoms: np.ndarray, size: int | float | None = None,
-                  atoms: int | None = None, seed: int = 0, source: str = "<training split>") -> Subset:
+                  atoms: int | None = None, seed: int = 0, source: str = "<training split>",
+                  atom_fraction: float | None = None) -> Subset:
     """The prefix of a fixed ``seed``-permutation of ``train_indices``, so a smaller subset is
     always contained in a larger one (same seed).
 
     ``size``: an int number of structures or a float fraction in (0, 1]; ``atoms``: the shortest
-    prefix holding at least that many atoms. ``num_atoms[k]`` is the atom count of
-    ``train_indices[k]``. Neither given: all of it (still permuted). Too large: :class:`DataError`.
+    prefix holding at least that many atoms; ``atom_fraction`` (in (0, 1]): the shortest prefix
+    holding at least that fraction of the split's atoms (1: all of it), i.e. ``atoms`` =
+    ⌈fraction × the split's atoms⌉, so fraction and atom budgets of one seed are prefixes of the
+    same permutation. ``num_atoms[k]`` is the atom count of ``train_indices[k]``. None given: all of
+    it (still permuted). Too large: :class:`DataError`.
     """
     train_indices = np.asarray(train_indices, dtype=np.int64)
     num_atoms = np.asarray(num_atoms, dtype=np.int64)
     n = len(train_indices)
     if n == 0:
         raise DataError(source, None, "an empty training split", "at least one training structure")
-    if size is not None and atoms is not None:
-        raise ValueError("give a subset as a number/fraction of structures or a number of atoms, not both")
+    if sum(x is not None for x in (size, atoms, atom_fraction)) > 1:
+        raise ValueError("give a subset as a number/fraction of structures or a number of atoms (or a fraction of "
+                         "the atoms), not both")
     perm = np.random.default_rng(seed).permutation(n)
     cum = np.cumsum(num_atoms[perm])
+    if atom_fraction is not None:
+        if not 0.0 < atom_fraction <= 1.0:
+            raise DataError(source, None, f"a subset of {atom_fraction!r} of the training atoms",
+                            "a fraction in (0, 1]")
+        # ⌈f·A⌉ up to float rounding (0.3 × 1000 must ask for 300 atoms, not 301)
+        atoms = max(1, int(np.ceil(atom_fraction * int(cum[-1]) * (1 - 1e-12))))
     if atoms is not None:
         if atoms <= 0 or atoms > cum[-1]:
             raise DataError(source, None, f"a subset of {atoms} atoms was asked but the training split holds "

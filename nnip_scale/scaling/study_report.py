@@ -146,11 +146,16 @@ def write_study_report(study, log=print) -> Path:
     from nnip_scale.scaling import ScalingInputError
     from nnip_scale.scaling.report import holdout_markdown, markdown, write_atomic, write_report
     from nnip_scale.study import is_done, ledger_path, ledger_rows
+    from nnip_scale.study.runner import stale_reason
 
     t0 = time.perf_counter()
     finals, ledgers = {}, []
     for run in study.runs:
         path = ledger_path(run)
+        why = stale_reason(run)
+        if why:  # trained under other settings than its row of the report would claim
+            log(f"[study] warning: {run.run_id} {why}: left out of the report (rerun the study with --retrain-stale)")
+            continue
         if path.is_file() and is_done(run):
             rows = ledger_rows(run)
             if rows:

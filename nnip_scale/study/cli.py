@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from nnip_scale.study.plan import StudyError, load_study
-from nnip_scale.study.runner import check_run_args, execute, is_done, prepare_data
+from nnip_scale.study.runner import check_run_args, execute, is_done, move_stale, prepare_data, stale_reason
 from nnip_scale.study.slurm import sbatch_script
 from nnip_scale.study.sweep import resolve as resolve_sweep
 from nnip_scale.study.sweep import run_study
@@ -68,6 +68,9 @@ def main(argv: list[str], report=None) -> int:
                    help="with --estimate: training steps timed per (architecture, width), after 1 warm-up step")
     p.add_argument("--parallel", type=int, help="runs at once on this machine (default: the study's run.parallel, else 1)")
     p.add_argument("--no-report", action="store_true", help="train only; do not fit the scaling laws / write report.md")
+    p.add_argument("--retrain-stale", action="store_true",
+                   help="runs trained under other settings than the plan now gives (an edited study file, a new "
+                        "LR-sweep choice) are moved to <study>/stale/ and trained again (default: refuse, naming them)")
     p.add_argument("--report-only", action="store_true", help="(re)write the report from the runs already finished")
     p.add_argument("--devices", nargs="*", help="GPU ids handed out round-robin to parallel runs (the runs train "
                    "on the GPU whatever the study's trainer config says)")
@@ -90,8 +93,13 @@ def main(argv: list[str], report=None) -> int:
     if args.plan or args.estimate:
         print(f"{'#':>4} {'state':8s} run  (η*: the LR tuned at the base width; η(w) = η*·w_base/w: the "
               f"hidden-matrix LR {'μP gives' if study.runs and study.runs[0].mup else 'every parameter gets'} at width w)")
+        stale = []
         for k, r in enumerate(study.all_runs):
             state = "done" if is_done(r) else ("partial" if (r.folder / "checkpoints" / "last.ckpt").exists() else "todo")
+            why = stale_reason(r)
+            if why:
+                state = "stale"
+                stale.append(f"{r.run_id}: {why}")
             if r.sweep:
                 lr = f"η* candidate {r.arch.lr:.3g} (LR sweep at the base width)"
             elif r.pending:
@@ -100,6 +108,10 @@ def main(argv: list[str], report=None) -> int:
                 source = " from the LR sweep" if r.arch.lr_source == "sweep" else ""
                 lr = f"η*={r.arch.lr:.3g}{source} (base {r.arch.base_width})  η(w)={r.lr:.3g}"
             print(f"{k:4d} {state:8s} {r.run_id}  {lr}")
+        if stale:
+            print(f"[study] {len(stale)} stale run(s), trained under other settings than the plan gives "
+                  f"(the next run refuses them unless --retrain-stale): " + "; ".join(stale[:3])
+                  + ("; ..." if len(stale) > 3 else ""))
         return _estimate(study, args) if args.estimate else 0
     if args.devices:
         import torch
@@ -121,6 +133,14 @@ def main(argv: list[str], report=None) -> int:
             prepare_data(study)
             check_run_args(study)
             study = resolve_sweep(study)
+            stale_runs = [r for r in study.all_runs if stale_reason(r)]
+            if stale_runs:  # an array task would skip a finished stale run: settle them here
+                if not args.retrain_stale:
+                    raise StudyError(f"{study.path}: {len(stale_runs)} run(s) were trained under other settings than "
+                                     f"the plan now gives ({stale_runs[0].run_id}: {stale_reason(stale_runs[0])}); "
+                                     f"restore the study file, or add --retrain-stale to move them to "
+                                     f"{study.folder / 'stale'} and train them again")
+                move_stale(study, stale_runs)
             if study.pending_archs:  # the grid's η* is not known yet: submit the sweep, then come back
                 print(f"[study] the LR sweep of {', '.join(study.pending_archs)} has not finished: this script "
                       f"trains its runs only; when they are done, run this command again for the grid")
@@ -142,6 +162,11 @@ def main(argv: list[str], report=None) -> int:
                    else study.run_by_id(args.only))
         except StudyError as err:
             print(f"nnip-scale study: error: {err}", file=sys.stderr)
+            return 2
+        why = stale_reason(run)
+        if why:
+            print(f"nnip-scale study: error: {run.run_id} {why}; expected its folder to match the plan: rewrite the "
+                  f"SLURM script with --slurm ... --retrain-stale (it moves stale runs aside)", file=sys.stderr)
             return 2
         if is_done(run):
             print(f"[study] {run.run_id} already finished: skipped")
@@ -170,7 +195,8 @@ def main(argv: list[str], report=None) -> int:
             return 2
         t0 = time.perf_counter()
         try:
-            study, failed = run_study(study, parallel=args.parallel, devices=args.devices)
+            study, failed = run_study(study, parallel=args.parallel, devices=args.devices,
+                                      retrain_stale=args.retrain_stale)
         except StudyError as err:
             print(f"nnip-scale study: error: {err}", file=sys.stderr)
             return 2

@@ -161,7 +161,7 @@ def _build(study: Study, run: RunSpec, extra: list[str]):
 def _data_key(dm) -> str:
     """The data module's arguments other than the nested subset (what differs between runs)."""
     hp = {k: v for k, v in dict(dm.hparams).items() if not str(k).startswith("_")
-          and k not in ("subset_atoms", "subset_seed", "subset")}
+          and k not in ("subset_atoms", "subset_fraction", "subset_seed", "subset")}
     return json.dumps(hp, sort_keys=True, default=str)
 
 
@@ -310,13 +310,13 @@ class Estimator:
 
     def data_facts(self, run: RunSpec, dm=None) -> DataFacts:
         probe = self.model(run)
-        key = (probe.data_key, run.budget_atoms, run.seed)
+        # an atom budget or a fraction of the training atoms (resolved into atoms when the data loads)
+        key = (probe.data_key, run.budget_atoms, run.budget_fraction, run.seed)
         if key not in self.data:
             from nnip_scale.data import AtomsDataModule
 
             if dm is None:
-                dm = AtomsDataModule(**{**self._dm_args[probe.data_key], "subset_atoms": run.budget_atoms,
-                                        "subset_seed": run.seed})
+                dm = AtomsDataModule(**{**self._dm_args[probe.data_key], **run.subset_args()})
             try:
                 dm.setup("fit")
                 edges, edges_per_atom = count_edges(dm.train_dataset, dm.cutoff)
@@ -351,8 +351,10 @@ class Estimator:
         a, b, c, e = m.eval_cost
         per_val = a * d.val_edges + b * d.val_atoms + c * d.val_structures + e * d.val_batches
         out = {
-            "run_id": run.run_id, "arch": run.arch.name, "width": run.width, "budget_atoms": run.budget_atoms,
-            "epochs": run.epochs, "seed": run.seed, "sweep": run.sweep, "state": _state(run), "n_params": m.n_params,
+            # a fraction run's atom budget is its subset's atoms, known now that the data is loaded
+            "run_id": run.run_id, "arch": run.arch.name, "width": run.width,
+            "budget_atoms": run.budget_atoms if run.budget_fraction is None else d.atoms // run.epochs,
+            "budget_fraction": run.budget_fraction, "epochs": run.epochs, "seed": run.seed, "sweep": run.sweep, "state": _state(run), "n_params": m.n_params,
             "steps": d.steps, "atoms": d.atoms, "structures": d.structures, "edges": round(d.edges),
             "edges_per_atom": d.edges_per_atom, "validations": d.validations, "val_batches": d.val_batches,
             "train_flops": train_flops, "val_flops": per_val * d.validations,

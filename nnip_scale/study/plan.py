@@ -2,8 +2,8 @@
 
 The study file (YAML, see configs/study/) names the base configs every run shares, the
 architectures (a model config, a base width and the learning rate tuned there), the widths, the
-data budgets (atoms of a nested training subset, seen ``epochs`` times: 1 is the paper's
-single-epoch protocol), the seeds and the number of validations per epoch. Each grid point becomes a :class:`RunSpec`
+data budgets (atoms of a nested training subset, or fractions of the training split's atoms,
+seen ``epochs`` times: 1 is the paper's single-epoch protocol), the seeds and the number of validations per epoch. Each grid point becomes a :class:`RunSpec`
 whose composed LightningCLI arguments are fixed by the plan, so rerunning a study reruns exactly
 the same commands.
 """
@@ -43,11 +43,13 @@ class Architecture:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run of the grid."""
+    """One training run of the grid. Its data budget is ``budget_atoms`` (an atom count) or, in a
+    study whose budgets are ``data.fraction``, ``budget_fraction`` (a fraction of the training
+    split's atoms; ``budget_atoms`` is then None: the count is known once the data is loaded)."""
 
     arch: Architecture
     width: int
-    budget_atoms: int
+    budget_atoms: int | None
     epochs: int
     seed: int
     folder: Path
@@ -55,10 +57,23 @@ class RunSpec:
     mup: bool = True
     sweep: bool = False  #: a run of the LR sweep (not part of the grid the laws are fitted on)
     sweep_grid: tuple[float, ...] = field(default=(), compare=False)  #: the sweep's η* candidates
+    budget_fraction: float | None = None  #: the budget as a fraction of the training split's atoms
 
     @property
     def run_id(self) -> str:
         return self.folder.name
+
+    @property
+    def budget_text(self) -> str:
+        """The data budget in words: ``40,000 atoms`` or ``10 % of the training atoms``."""
+        if self.budget_fraction is not None:
+            return f"{_percent(self.budget_fraction)} % of the training atoms"
+        return f"{self.budget_atoms:,} atoms"
+
+    def subset_args(self) -> dict:
+        """The AtomsDataModule arguments of this run's nested training subset."""
+        return {"subset": None, "subset_atoms": self.budget_atoms, "subset_fraction": self.budget_fraction,
+                "subset_seed": self.seed}
 
     @property
     def pending(self) -> bool:
@@ -175,7 +190,7 @@ KEYS = {
     "": ("name", "output", "base_configs", "architectures", "widths", "data", "seeds", "validations_per_epoch",
          "mup", "overrides", "run", "report", "lr_sweep", "base_width_seeds"),
     "architectures.<name>": ("config", "base_width", "lr", "widths", "overrides"),
-    "data": ("atoms", "epochs"),
+    "data": ("atoms", "fraction", "epochs"),
     "lr_sweep": ("lrs", "atoms", "seeds"),
     "run": ("parallel",),
     "report": ("drop_first", "ema", "n_boot", "seed", "budget_flops", "fix_linf", "pool", "holdout"),
@@ -198,6 +213,58 @@ def _budget_label(atoms: int) -> str:
     exp = int(math.floor(math.log10(atoms)))
     mant = atoms / 10**exp
     return f"{mant:.3g}e{exp}".replace(".", "p")
+
+
+def _arg_value(value) -> str:
+    """An override's value as a command-line argument: YAML ``null`` must reach LightningCLI as
+    ``null`` (``str(None)``, ``None``, is parsed as the string "None")."""
+    return "null" if value is None else str(value)
+
+
+def _percent(fraction: float) -> str:
+    """0.1 -> ``10``, 0.125 -> ``12.5`` (float noise rounded away)."""
+    return f"{round(100 * fraction, 6):g}"
+
+
+def _fraction_label(fraction: float) -> str:
+    """The run-id label of a fraction budget: 0.1 -> ``10pct``, 0.125 -> ``12p5pct``."""
+    return _percent(fraction).replace(".", "p") + "pct"
+
+
+def _budgets(cfg: dict, source: Path) -> tuple[list[int] | None, list[float] | None]:
+    """The study's data budgets: ``data.atoms`` (atom counts) or ``data.fraction`` (fractions of
+    the training split's atoms), exactly one of them; returns (atoms, None) or (None, fractions)."""
+    if ("atoms" in cfg) == ("fraction" in cfg):
+        raise StudyError(f"{source}: data needs exactly one of 'atoms' (atom counts, e.g. [40000, 160000]) or "
+                         f"'fraction' (fractions of the training split's atoms, e.g. [0.1, 0.3, 1.0]); got "
+                         f"{'both' if 'atoms' in cfg else 'neither'}")
+    key = "atoms" if "atoms" in cfg else "fraction"
+    value = cfg[key]
+    if not isinstance(value, list) or not value:
+        raise StudyError(f"{source}: data.{key} must be a non-empty list, got {value!r}")
+    if key == "atoms":
+        try:
+            budgets = [int(float(b)) for b in value]
+        except (TypeError, ValueError) as err:
+            raise StudyError(f"{source}: data.atoms must be a list of atom counts ({err})") from err
+        if min(budgets) < 1:
+            raise StudyError(f"{source}: data.atoms must be a non-empty list of positive atom counts")
+        return budgets, None
+    fractions = []
+    for f in value:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f):
+            raise StudyError(f"{source}: data.fraction must be a list of numbers in (0, 1] (fractions of the training "
+                             f"split's atoms), got {f!r} in {value!r}")
+        if not 0 < f <= 1:
+            hint = f" (a percentage? {f:g} % is {f / 100:g})" if 1 < f <= 100 else ""
+            raise StudyError(f"{source}: data.fraction must hold fractions of the training split's atoms in (0, 1], "
+                             f"got {f!r}{hint}")
+        fractions.append(float(f))
+    labels = [_fraction_label(f) for f in fractions]
+    if len(set(labels)) != len(labels):
+        raise StudyError(f"{source}: data.fraction holds the same budget twice ({value!r}, run labels "
+                         f"{', '.join(labels)}); expected distinct fractions")
+    return None, fractions
 
 
 def load_study(path: str | Path, output: str | Path | None = None) -> Study:
@@ -258,11 +325,11 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
         arch_widths[arch.name] = (_widths(a["widths"], path, f"architectures.{arch_name}.widths")
                                   if "widths" in a else widths)
     budgets_cfg = _require(cfg, "data", dict, path)
+    budgets, fractions = _budgets(budgets_cfg, path)
     try:
-        budgets = [int(float(b)) for b in _require(budgets_cfg, "atoms", list, path)]
+        epochs = int(budgets_cfg.get("epochs", 1))
     except (TypeError, ValueError) as err:
-        raise StudyError(f"{path}: data.atoms must be a list of atom counts ({err})") from err
-    epochs = int(budgets_cfg.get("epochs", 1))
+        raise StudyError(f"{path}: data.epochs must be an integer >= 1 ({err})") from err
     try:
         seeds = [int(s) for s in cfg.get("seeds", [0])]
         base_seeds = [int(s) for s in cfg.get("base_width_seeds", seeds)]
@@ -270,8 +337,6 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
         raise StudyError(f"{path}: seeds and base_width_seeds must be lists of integers ({err})") from err
     if not seeds or not base_seeds or len(set(seeds)) != len(seeds) or len(set(base_seeds)) != len(base_seeds):
         raise StudyError(f"{path}: seeds and base_width_seeds must be non-empty lists of distinct integers")
-    if not budgets or min(budgets) < 1:
-        raise StudyError(f"{path}: data.atoms must be a non-empty list of positive atom counts")
     if epochs < 1:
         raise StudyError(f"{path}: data.epochs must be >= 1")
     sweep = _sweep_plan(sweep_cfg, archs, budgets, seeds, path) if sweep_cfg is not None else None
@@ -284,14 +349,14 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
     overrides = {str(k): v for k, v in (cfg.get("overrides") or {}).items()}
     grid = tuple(sweep.lrs) if sweep else ()
 
-    def make_run(arch: Architecture, w: int, atoms: int, seed: int, run_id: str, run_folder: Path,
-                 is_sweep: bool = False) -> RunSpec:
+    def make_run(arch: Architecture, w: int, atoms: int | None, seed: int, run_id: str, run_folder: Path,
+                 is_sweep: bool = False, fraction: float | None = None) -> RunSpec:
         """One run: its arguments but the LR ones (RunSpec.args adds those from η*)."""
         args = [f"--config={c}" for c in base_configs] + [f"--config={arch.config}"]
-        args += [f"--{k}={v}" for k, v in overrides.items()]
-        args += [f"--{k}={v}" for k, v in arch.overrides]
-        args += _fixed_args(run_id, run_folder, arch.name, w, atoms, seed, epochs, val_per_epoch)
-        return RunSpec(arch, w, atoms, epochs, seed, run_folder, tuple(args), mup, is_sweep, grid)
+        args += [f"--{k}={_arg_value(v)}" for k, v in overrides.items()]
+        args += [f"--{k}={_arg_value(v)}" for k, v in arch.overrides]
+        args += _fixed_args(run_id, run_folder, arch.name, w, atoms, seed, epochs, val_per_epoch, fraction)
+        return RunSpec(arch, w, atoms, epochs, seed, run_folder, tuple(args), mup, is_sweep, grid, fraction)
 
     runs, sweep_runs = [], []
     for arch in archs:
@@ -303,12 +368,20 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
                               f"-e{epochs}-s{seed}")
                     sweep_runs.append(make_run(candidate, arch.base_width, sweep.atoms, seed, run_id,
                                                folder / "sweep" / run_id, True))
+        grid_budgets = ([(b, None, _budget_label(b)) for b in budgets] if budgets is not None
+                        else [(None, f, _fraction_label(f)) for f in fractions])
         for w in arch_widths[arch.name]:
-            for atoms in budgets:
+            for atoms, fraction, label in grid_budgets:
                 # base_width_seeds: more seeds where η* was tuned (the seed-to-seed spread of the grid)
                 for seed in (base_seeds if w == arch.base_width else seeds):
-                    run_id = f"{arch.name}-w{w}-D{_budget_label(atoms)}-e{epochs}-s{seed}"
-                    runs.append(make_run(arch, w, atoms, seed, run_id, folder / "runs" / run_id))
+                    run_id = f"{arch.name}-w{w}-D{label}-e{epochs}-s{seed}"
+                    runs.append(make_run(arch, w, atoms, seed, run_id, folder / "runs" / run_id,
+                                         fraction=fraction))
+    ids = [r.run_id for r in [*sweep_runs, *runs]]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise StudyError(f"{path}: two grid points share the run id {dup[0]} (budgets or widths that differ "
+                         f"below the id's resolution, or a width listed twice); expected distinct runs")
     run_cfg = cfg.get("run") or {}
     if not isinstance(run_cfg, dict):
         raise StudyError(f"{path}: 'run' must be a mapping (e.g. parallel: 2)")
@@ -324,13 +397,13 @@ def load_study(path: str | Path, output: str | Path | None = None) -> Study:
                  {k: v for k, v in stored.items() if sweep is not None and k in sweep.archs})
 
 
-def _fixed_args(run_id: str, run_folder: Path, arch: str, w: int, atoms: int, seed: int, epochs: int,
-                val_per_epoch: int) -> list[str]:
+def _fixed_args(run_id: str, run_folder: Path, arch: str, w: int, atoms: int | None, seed: int, epochs: int,
+                val_per_epoch: int, fraction: float | None = None) -> list[str]:
     """The arguments a run's grid point fixes: width, data budget, seed, schedule, logging."""
     return [
         f"--seed_everything={seed}",
         f"--model.backbone.init_args.width={w}",
-        f"--data.subset_atoms={atoms}",
+        f"--data.subset_atoms={atoms}" if fraction is None else f"--data.subset_fraction={fraction!r}",
         f"--data.subset_seed={seed}",
         f"--trainer.max_epochs={epochs}",
         "--trainer.max_steps=-1",
@@ -379,7 +452,7 @@ def _read_sweep_results(folder: Path, source: Path) -> dict:
     return data
 
 
-def _sweep_plan(cfg: dict, archs: list[Architecture], budgets: list[int], seeds: list[int],
+def _sweep_plan(cfg: dict, archs: list[Architecture], budgets: list[int] | None, seeds: list[int],
                 source: Path) -> SweepPlan:
     if "lrs" not in cfg:
         raise StudyError(f"{source}: lr_sweep needs 'lrs', the η* candidates (e.g. [0.002, 0.005, 0.01, 0.02])")
@@ -389,8 +462,12 @@ def _sweep_plan(cfg: dict, archs: list[Architecture], budgets: list[int], seeds:
         raise StudyError(f"{source}: lr_sweep.lrs must be a list of positive numbers ({err})") from err
     if len(lrs) < 2 or min(lrs) <= 0 or not all(math.isfinite(x) for x in lrs) or len(set(lrs)) != len(lrs):
         raise StudyError(f"{source}: lr_sweep.lrs must be at least two distinct positive numbers, got {cfg['lrs']!r}")
+    if budgets is None and "atoms" not in cfg:
+        raise StudyError(f"{source}: lr_sweep needs 'atoms' (the sweep's data budget, an atom count) when the "
+                         f"study's budgets are data.fraction: a fraction's atoms are known only once the data is "
+                         f"loaded, and the sweep's runs must not depend on the data's size")
     try:
-        atoms = int(float(cfg.get("atoms", min(budgets))))
+        atoms = int(float(cfg.get("atoms", min(budgets or [1]))))
         sweep_seeds = tuple(int(x) for x in cfg.get("seeds", seeds))
     except (TypeError, ValueError) as err:
         raise StudyError(f"{source}: lr_sweep.atoms must be an atom count and lr_sweep.seeds a list of "

@@ -30,33 +30,102 @@ def is_done(run: RunSpec) -> bool:
     return (run.folder / "DONE.json").is_file()
 
 
+def fingerprint(run: RunSpec) -> str:
+    """A digest of the run's composed arguments (its folder written as ``<run>``, so a moved study
+    keeps its fingerprints): a run trained under other arguments than the plan gives now (an edited
+    study file, a new LR-sweep choice) is stale, never silently reused."""
+    import hashlib
+
+    folder = str(run.folder)
+    text = "\n".join(a.replace(folder, "<run>") for a in run.args)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stale_reason(run: RunSpec) -> str | None:
+    """Why ``run``'s folder holds training under other settings than the plan's (None if it does not,
+    or if the run has not started). Reads ``run.json`` (written when the run starts) or ``DONE.json``."""
+    if run.pending:
+        return None
+    for name in ("DONE.json", "run.json"):
+        path = run.folder / name
+        if not path.is_file():
+            continue
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            return f"{path} cannot be read ({err})"
+        if "fingerprint" in rec:
+            if rec["fingerprint"] == fingerprint(run):
+                return None
+            old = rec.get("eta_star")
+            if old is not None and run.arch.lr is not None and abs(old - run.arch.lr) > 1e-12 * max(old, run.arch.lr):
+                return f"trained with η*={old:g}, the plan now gives η*={run.arch.lr:g}"
+            return "trained with other arguments than the plan now gives (the study file changed since)"
+        if "lr" in rec and run.arch.lr is not None:  # a run finished before fingerprints: its LR at least
+            if abs(rec["lr"] - run.lr) > 1e-12 * max(rec["lr"], run.lr):
+                return f"trained with learning rate {rec['lr']:g}, the plan now gives {run.lr:g}"
+        return None
+    return None
+
+
 def prepare_data(study: Study, log=print) -> dict:
     """Pre-flight, once for the whole grid: generate a missing built-in dataset, build the cache
     and check that the largest data budget fits the training split for every seed, so a bad study
-    fails before any run starts (and parallel runs never generate the same data twice)."""
+    fails before any run starts (and parallel runs never generate the same data twice).
+
+    The budgets checked are the largest atom count of the grid and of the LR sweep, and in a
+    ``data.fraction`` study the largest fraction, which is resolved here into atoms (a fraction
+    always fits; what is checked is that the data loads, and the sweep's atoms)."""
     from nnip_scale.data import AtomsDataModule
     from nnip_scale.data.structure import DataError
 
     cfg = dict(study.data_config)
     if "train" not in cfg:
         raise StudyError(f"{study.path}: no training data: expected data.train in a base config or in overrides")
-    largest = max(r.budget_atoms for r in study.runs)
+    runs = study.all_runs
+    checks = []  # (AtomsDataModule subset arguments, the budget in words)
+    atoms = [r.budget_atoms for r in runs if r.budget_fraction is None]
+    fractions = [r.budget_fraction for r in runs if r.budget_fraction is not None]
+    if fractions:
+        largest = max(fractions)
+        checks.append(({"subset_fraction": largest}, f"{round(100 * largest, 6):g} % of the training atoms"))
+    if atoms:
+        checks.append(({"subset_atoms": max(atoms)}, f"{max(atoms):,} atoms"))
     summary = {}
-    for seed in sorted({r.seed for r in study.runs}):
-        try:
-            dm = AtomsDataModule(**{**cfg, "subset_atoms": largest, "subset_seed": seed})
-            dm.prepare_data()
-            dm.setup("fit")
-        except TypeError as err:
-            raise StudyError(f"{study.path}: the data options {sorted(cfg)} do not fit AtomsDataModule ({err})") from err
-        except (DataError, ValueError, OSError) as err:
-            raise StudyError(f"{study.path}: data pre-flight failed for the largest budget ({largest} atoms, "
-                             f"seed {seed}): {err}") from err
-        summary = {"train_structures": len(dm.train_dataset), "largest_budget_atoms": largest,
-                   "val_structures": len(dm.val_dataset)}
-    log(f"[study] data ready: the largest budget ({largest} atoms) is {summary['train_structures']} training "
-        f"structures; {summary['val_structures']} validation structures")
+    for seed in sorted({r.seed for r in runs}):
+        for subset, what in checks:
+            try:
+                dm = AtomsDataModule(**{**cfg, "subset": None, "subset_atoms": None, "subset_fraction": None,
+                                        **subset, "subset_seed": seed})
+                dm.prepare_data()
+                dm.setup("fit")
+            except TypeError as err:
+                raise StudyError(f"{study.path}: the data options {sorted(cfg)} do not fit AtomsDataModule "
+                                 f"({err})") from err
+            except (DataError, ValueError, OSError) as err:
+                raise StudyError(f"{study.path}: data pre-flight failed for the largest budget ({what}, "
+                                 f"seed {seed}): {err}") from err
+            if not summary or "subset_fraction" in subset:
+                summary = {"train_structures": len(dm.train_dataset), "largest_budget_atoms": dm.n_train_atoms,
+                           "val_structures": len(dm.val_dataset), "train_split_atoms": dm.train_split_atoms,
+                           "largest_budget": what}
+    log(f"[study] data ready: the largest budget ({summary['largest_budget']}"
+        + (f" = {summary['largest_budget_atoms']:,} atoms" if fractions else "")
+        + f") is {summary['train_structures']:,} training structures; {summary['val_structures']:,} validation "
+          f"structures")
     return summary
+
+
+def move_stale(study: Study, runs: list[RunSpec], log=print) -> None:
+    """Move the folders of stale ``runs`` to ``<study>/stale/<run id>.<UTC time>`` (kept, not
+    deleted), so they train again from scratch under the plan's settings."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for run in runs:
+        why = stale_reason(run)
+        dest = study.folder / "stale" / f"{run.run_id}.{stamp}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(run.folder, dest)
+        log(f"[study] {run.run_id} {why}: moved to {dest}; it trains again")
 
 
 def _last_error(log_file: Path) -> str:
@@ -143,7 +212,8 @@ def ledger_rows(run: RunSpec) -> list[dict]:
 def _write_done(run: RunSpec, seconds: float) -> None:
     rows = ledger_rows(run)
     summary = {"run_id": run.run_id, "arch": run.arch.name, "width": run.width, "budget_atoms": run.budget_atoms,
-               "epochs": run.epochs, "seed": run.seed, "lr": run.lr, "seconds_this_session": seconds,
+               "epochs": run.epochs, "seed": run.seed, "lr": run.lr, "eta_star": run.arch.lr,
+               "fingerprint": fingerprint(run), "seconds_this_session": seconds,
                "rows": len(rows), "final": rows[-1] if rows else None}
     tmp = run.folder / "DONE.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
@@ -162,6 +232,12 @@ def _report(run: RunSpec, ok: bool, returncode: int, t0: float, log) -> bool:
 
 def _start(run: RunSpec, args: list[str], log) -> float:
     run.folder.mkdir(parents=True, exist_ok=True)
+    record = run.folder / "run.json"  # what this folder is trained with: a later plan can tell it is stale
+    if not record.is_file():
+        tmp = record.with_name("run.json.tmp")
+        tmp.write_text(json.dumps({"run_id": run.run_id, "eta_star": run.arch.lr, "fingerprint": fingerprint(run),
+                                   "args": list(run.args)}, indent=1))
+        os.replace(tmp, record)
     log(f"[study] {'resume' if any(a.startswith('--ckpt_path') for a in args) else 'start'} {run.run_id}")
     return time.perf_counter()
 
@@ -269,7 +345,7 @@ def _run_pool(todo: list[RunSpec], parallel: int, threads: int, log) -> list[tup
 
 
 def run_local(study: Study, parallel: int | None = None, devices: list[str] | None = None, log=print,
-              runs: list[RunSpec] | None = None) -> list[RunSpec]:
+              runs: list[RunSpec] | None = None, retrain_stale: bool = False) -> list[RunSpec]:
     """Run every unfinished run of ``runs`` (default: the study's grid); ``parallel`` at once. On
     CPU the cores are split evenly between ``parallel`` in-process workers (above); ``devices``
     (e.g. GPU ids) are handed out round-robin through CUDA_VISIBLE_DEVICES, one fresh process per
@@ -281,6 +357,13 @@ def run_local(study: Study, parallel: int | None = None, devices: list[str] | No
     if pending:
         raise StudyError(f"{study.path}: {len(pending)} run(s) wait for the LR sweep's η* ({pending[0]}, ...); "
                          f"expected the sweep to run first (nnip_scale.study.sweep.run_study)")
+    stale = [(r, why) for r in runs if (why := stale_reason(r))]
+    if stale and not retrain_stale:
+        listed = "; ".join(f"{r.run_id}: {why}" for r, why in stale[:3]) + ("; ..." if len(stale) > 3 else "")
+        raise StudyError(f"{study.path}: {len(stale)} run(s) in {study.folder} were trained under other settings than "
+                         f"the plan now gives ({listed}); expected the same settings: restore the study file, or rerun "
+                         f"with --retrain-stale to move them to {study.folder / 'stale'} and train them again")
+    move_stale(study, [r for r, _ in stale], log)
     todo = [r for r in runs if not is_done(r)]
     skipped = len(runs) - len(todo)
     if skipped:

@@ -97,9 +97,10 @@ def resolve(study: Study, log=print) -> Study:
 
 
 def run_study(study: Study, parallel: int | None = None, devices: list[str] | None = None,
-              log=print) -> tuple[Study, list]:
+              log=print, retrain_stale: bool = False) -> tuple[Study, list]:
     """Train the sweep (if any architecture still waits for its η*), choose η*, then train the
-    grid; returns the re-planned study and the runs that failed. Architectures whose sweep did not
+    grid; returns the re-planned study and the runs that failed. A new η* makes the grid's finished
+    runs of that architecture stale: an error unless ``retrain_stale`` (runner.run_local). Architectures whose sweep did not
     finish (a failed run) keep their grid runs waiting: rerunning the study retries them."""
     failed = []
     study = resolve(study, log)  # a finished sweep whose choice was not stored yet (killed in between)
@@ -108,11 +109,12 @@ def run_study(study: Study, parallel: int | None = None, devices: list[str] | No
         log(f"[study] LR sweep first: {len(todo)} runs for {', '.join(study.pending_archs)} "
             f"(η* in {', '.join(f'{x:g}' for x in study.sweep.lrs)} at the base width, {study.sweep.atoms:,} atoms, "
             f"seeds {', '.join(map(str, study.sweep.seeds))})")
-        failed += run_local(study, parallel, devices, log, runs=todo)
+        failed += run_local(study, parallel, devices, log, runs=todo, retrain_stale=retrain_stale)
         study = resolve(study, log)
     waiting = study.pending_archs
     if waiting:
         log(f"[study] not started (their LR sweep has failed runs; rerun the study to retry): "
             f"{', '.join(r.run_id for r in study.runs if r.pending)}")
-    failed += run_local(study, parallel, devices, log, runs=[r for r in study.runs if not r.pending])
+    failed += run_local(study, parallel, devices, log, runs=[r for r in study.runs if not r.pending],
+                        retrain_stale=retrain_stale)
     return study, failed
