@@ -297,9 +297,6 @@ def test_resolver_contract_for_the_equivariant_ops():
     # explicit native never runs torch for an op without a native kernel: error naming op, backend, why
     with pytest.raises(RuntimeError, match=r"spherical_harmonics: backend='native' unavailable: spherical_harmonics has no native implementation"):
         spherical_harmonics(sh_plan, torch.randn(5, 3), backend="native")
-    with pytest.raises(RuntimeError, match=r"symmetric_contraction: backend='native' unavailable: symmetric_contraction has no native"):
-        symmetric_contraction(sc_plan, torch.randn(4, 4, 3), torch.randn(2, sc_plan.n_weights, 3),
-                              torch.zeros(4, dtype=torch.long), backend="native")
     with pytest.raises(RuntimeError, match=r"symmetric_contraction: backend='pyg' unavailable: symmetric_contraction has no pyg"):
         symmetric_contraction(sc_plan, torch.randn(4, 4, 3), torch.randn(2, sc_plan.n_weights, 3),
                               torch.zeros(4, dtype=torch.long), backend="pyg")
@@ -311,7 +308,7 @@ def test_resolver_contract_for_the_equivariant_ops():
         assert resolve_backend("auto", "cpu", dtype, "channelwise_tp_scatter", ell=3) == expected
     assert resolve_backend("auto", "cpu", torch.float16, "channelwise_tp_scatter", ell=1) == "torch"
     assert resolve_backend("auto", "cpu", torch.float32, "channelwise_tp_scatter", ell=4) == "torch"
-    assert resolve_backend("auto", "cpu", torch.float64, "symmetric_contraction") == "torch"
+    assert resolve_backend("auto", "cpu", torch.float64, "symmetric_contraction") == expected  # tests/test_ops_sc_native.py
     assert resolve_backend("auto", "cuda", torch.float32, "channelwise_tp_scatter", ell=1) in ("cueq", "torch")
     if native_available():
         with pytest.raises(RuntimeError, match=r"backend='native' unavailable: ℓ = 4 > 3"):
@@ -321,11 +318,12 @@ def test_resolver_contract_for_the_equivariant_ops():
     # declared substitutions are part of the op's contract and listed
     table = backend_table()
     assert table["channelwise_tp_scatter"]["native"] == "cpu: float32, float64"
-    assert table["symmetric_contraction"]["native"] == "—"
+    assert table["spherical_harmonics"]["native"] == "—"
     assert table["scatter_sum"]["cueq"] == "→ auto (declared)"
     # model-level mapping: ops without a kernel in the model's backend are called with torch
     assert per_op_backend("native", "channelwise_tp_scatter") == "native"
-    assert per_op_backend("native", "symmetric_contraction") == "torch"
+    assert per_op_backend("native", "symmetric_contraction") == "native"
+    assert per_op_backend("native", "spherical_harmonics") == "torch"
     assert per_op_backend("native", "scatter_sum") == "native"
     assert per_op_backend("auto", "symmetric_contraction") == "auto"
     assert per_op_backend("pyg", "spherical_harmonics") == "torch"
@@ -452,7 +450,7 @@ def test_mace_native_model_level_mapping_is_explicit():
     assert m.op_backends == {
         "spherical_harmonics": "torch",
         "channelwise_tp_scatter": "native",
-        "symmetric_contraction": "torch",
+        "symmetric_contraction": "native",
         "scatter_sum": "native",
     }
     assert np.all([per_op_backend("torch", op) == "torch" for op in m.op_backends])

@@ -9,8 +9,9 @@ Backends: ``torch`` executes the plan with einsum/index ops (the ground truth; i
 with ``backend="torch"``); ``cueq`` runs the very same polynomial through
 ``cuequivariance_torch.SegmentedPolynomial`` (``method="naive"`` on CPU, ``"uniform_1d"``/
 ``"fused_tp"`` on CUDA); ``native`` runs ``channelwise_tp_scatter`` on nnip_scale's fused CPU
-kernel (``nnip_scale.ops.tp_native``; spherical harmonics and the symmetric contraction have no
-native kernel yet, so an explicit ``native`` raises for them). Which backend runs is decided by
+kernel (``nnip_scale.ops.tp_native``) and ``symmetric_contraction`` on its CPU and CUDA kernels
+(``nnip_scale.ops.sc_native``); spherical harmonics have no native kernel yet, so an explicit
+``native`` raises for them. Which backend runs is decided by
 ``nnip_scale.ops.registry.resolve_backend`` only. Weights are always passed in by the model.
 
 Layout: cuequivariance's ``ir_mul``. Features of C channels over irreps of total dimension D are
@@ -31,6 +32,8 @@ from torch import nn
 
 from nnip_scale.ops.registry import OpSpec, dispatch, register_op
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
+from nnip_scale.ops.sc_native import NATIVE_DTYPES as SC_NATIVE_DTYPES
+from nnip_scale.ops.sc_native import sc_native
 from nnip_scale.ops.tp_native import NATIVE_DTYPES, ctp_native
 
 _CUEQ_METHODS = {"cpu": "naive"}
@@ -142,6 +145,46 @@ class PolynomialPlan(_Plan):
         self.n_rows, self.n_monomials = len(rows), len(order)
         self.weight_init_std = _unit_output_weight_std(terms, self.n_weights) if weighted else None
         self.cueq = _CueqCache(polynomial, "uniform_1d")
+        if weighted:
+            self._build_native_tables(terms, rows, order, col)
+
+    def _build_native_tables(self, terms, rows, order, col) -> None:
+        """Sparse tables of the native symmetric contraction (csrc/cpu/symmetric_contraction_kernels.h),
+        built from the plan's own polynomial (pure Python: also under a meta device):
+
+        - the monomial tree, in the column order of ``coeffs`` (Q = ``n_monomials``): monomial q is
+          ``mono[mono_parent[q]] * x[mono_var[q]]`` (parent −1: ``x[mono_var[q]]``; var −1: the
+          constant 1); every prefix comes before its extensions;
+        - the nonzero coefficients of ``coeffs`` (R = ``n_rows`` rows) as CSR (``row_ptr``,
+          ``entry_mono``, ``entry_coeff``), rows ordered by output then weight, each with its output
+          row ``row_out`` and weight row ``row_weight``.
+        Nothing about ℓ or the correlation is encoded elsewhere: the kernels only follow the tables."""
+        parent = [-1 if len(m) <= 1 else col[m[:-1]] for m in order]
+        var = [-1 if len(m) == 0 else m[-1] for m in order]
+        row_ptr, entry_mono, entry_coeff, row_out, row_weight = [0], [], [], [], []
+        for w, k in sorted(rows, key=lambda r: (r[1], r[0])):
+            for m, c in sorted(terms.get((w, k), {}).items(), key=lambda mc: col[mc[0]]):
+                if c != 0.0:
+                    entry_mono.append(col[m])
+                    entry_coeff.append(c)
+            row_ptr.append(len(entry_mono))
+            row_out.append(k)
+            row_weight.append(w)
+        long = dict(dtype=torch.long)
+        self.register_buffer("native_mono_parent", torch.tensor(parent, **long), persistent=False)
+        self.register_buffer("native_mono_var", torch.tensor(var, **long), persistent=False)
+        self.register_buffer("native_row_ptr", torch.tensor(row_ptr, **long), persistent=False)
+        self.register_buffer("native_entry_mono", torch.tensor(entry_mono, **long), persistent=False)
+        self.register_buffer("native_entry_coeff", torch.tensor(entry_coeff, dtype=torch.float64), persistent=False)
+        self.register_buffer("native_row_out", torch.tensor(row_out, **long), persistent=False)
+        self.register_buffer("native_row_weight", torch.tensor(row_weight, **long), persistent=False)
+        self.native_nnz = len(entry_mono)
+
+    def native_tables(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """(mono_parent, mono_var, row_ptr, entry_mono, entry_coeff in ``dtype``, row_out, row_weight):
+        the table arguments of ``torch.ops.nnip_scale.symmetric_contraction`` (then ``n_out``)."""
+        return (self.native_mono_parent, self.native_mono_var, self.native_row_ptr, self.native_entry_mono,
+                self.table("native_entry_coeff", dtype), self.native_row_out, self.native_row_weight)
 
     def monomials(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, M, C] -> the distinct monomials [N, Q, C] in the column order of ``coeffs``."""
@@ -370,7 +413,26 @@ register_op(
         flops=channelwise_tp_flops,
     )
 )
-register_op(OpSpec("symmetric_contraction", impls={"torch": _sc_torch, "cueq": _sc_cueq}, flops=symmetric_contraction_flops))
+def _sc_native_limit(components: int = 0, correlation: int = 0) -> str | None:
+    if components > 16:
+        return (f"x and the output have up to {components} components > 16 (irreps beyond ℓ = 3): the native "
+                "kernel is table-driven but tested for ℓ ≤ 3 only")
+    if correlation > 3:
+        return f"correlation {correlation} > 3: the native kernel is table-driven but tested for correlation ≤ 3 only"
+    return None
+
+
+register_op(
+    OpSpec(
+        "symmetric_contraction",
+        impls={"torch": _sc_torch, "cueq": _sc_cueq, "native": sc_native},
+        # CPU only until the CUDA twin (csrc/cuda/symmetric_contraction_*; compiled in CI, emulated in ctest)
+        # has run on a GPU: untested device code is not picked by `auto` nor run under `native`
+        native_dtypes={"cpu": SC_NATIVE_DTYPES},
+        limits={"native": _sc_native_limit},
+        flops=symmetric_contraction_flops,
+    )
+)
 
 
 # ============================================================================ public API
@@ -429,10 +491,27 @@ def symmetric_contraction(
     plan: PolynomialPlan, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor, backend: str = "auto"
 ) -> torch.Tensor:
     """ACE product basis with per-element weights: x [N, M, C] (ir_mul), weights [Z, W, C],
-    index [N] (row of ``weights`` per atom) -> [N, K, C]."""
-    if x.dim() != 3 or x.shape[1] != plan.n_x or weights.shape[1:] != (plan.n_weights, x.shape[2]):
+    index int64 [N] (row of ``weights`` per atom, values in [0, Z)) -> [N, K, C]. The native
+    kernels give forward, backward and double backward (a third derivative raises); torch any order."""
+    op = "nnip_scale.ops.symmetric_contraction"
+    if not all(isinstance(t, torch.Tensor) for t in (x, weights, index)):
+        raise TypeError(f"{op}: x, weights and index must be tensors")
+    if not plan.weighted:
+        raise ValueError(f"{op}: expected a weighted PolynomialPlan (a symmetric contraction), got an unweighted one")
+    if x.dim() != 3 or x.shape[1] != plan.n_x or weights.dim() != 3 or weights.shape[1:] != (plan.n_weights, x.shape[2]):
         raise ValueError(
-            f"nnip_scale.ops.symmetric_contraction: expected x [N, {plan.n_x}, C] and weights "
+            f"{op}: expected x [N, {plan.n_x}, C] and weights "
             f"[Z, {plan.n_weights}, C]; got x {tuple(x.shape)}, weights {tuple(weights.shape)}"
         )
-    return dispatch("symmetric_contraction", backend, x)(plan, x, weights, index)
+    if index.dim() != 1 or index.dtype != torch.int64 or index.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{op}: index must be a 1-D int64 tensor of N={x.shape[0]} entries, got shape {tuple(index.shape)} "
+            f"dtype {index.dtype}"
+        )
+    for name, t in (("weights", weights), ("index", index)):
+        if t.device != x.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected one device")
+    if weights.dtype != x.dtype:
+        raise ValueError(f"{op}: weights has dtype {weights.dtype} but x has {x.dtype}; expected one floating dtype")
+    impl = dispatch("symmetric_contraction", backend, x, components=max(plan.n_x, plan.n_out), correlation=plan.degree)
+    return impl(plan, x, weights, index)

@@ -1,0 +1,244 @@
+"""Benchmark the symmetric contraction (``symmetric_contraction``): native kernel vs the torch reference.
+
+Op level: forward and forward+backward (gradients of x and of the per-element weights), optionally
+forward+backward+double backward (``--double``: the first gradients with create_graph, then the
+gradient of a scalar of them, a conservative model's force-loss pattern), for N atoms of
+``--elements`` elements (random), C channels, inputs and outputs ℓ ≤ L, correlation ν. fp32 unless
+``--dtype float64``.
+
+Model level: one MACE training step (forward, forces, loss, backward, optimizer step; the
+``configs/model/mace.yaml`` architecture: ℓ 1, harmonics and contraction input ℓ ≤ 3, correlation 3,
+14 elements) on a batch of demo molecules, direct forces, backend native vs torch (``native``
+runs the interaction, the scatters and the contraction on the native kernels), and the share of the
+contraction in it (both layers' contraction timed alone at the batch's size, forward + backward).
+
+Methods run round-robin within each case (machine load hits them alike); medians are reported.
+
+    python benchmarks/bench_sc.py                                  # print the tables
+    python benchmarks/bench_sc.py --write benchmarks/RESULTS.md    # also replace the bench_sc section
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import replace_section  # noqa: E402
+
+from nnip_scale.nn.irreps import symmetric_contraction_polynomial  # noqa: E402
+from nnip_scale.ops import native_supports  # noqa: E402
+from nnip_scale.ops.equivariant import PolynomialPlan, symmetric_contraction  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _median_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def _case(ell: int, correlation: int, channels: int, n_atoms: int, n_elements: int, dtype, seed: int = 0):
+    ells = tuple(range(ell + 1))
+    plan = PolynomialPlan(symmetric_contraction_polynomial(ells, ells, channels, correlation), weighted=True)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_atoms, plan.n_x, channels, generator=g, dtype=dtype)
+    w = torch.randn(n_elements, plan.n_weights, channels, generator=g, dtype=dtype)
+    index = torch.randint(0, n_elements, (n_atoms,), generator=g)
+    return plan, x, w, index
+
+
+def _pass_fn(kind: str, backend: str, plan, x, w, index):
+    if kind == "fwd":
+        return lambda: symmetric_contraction(plan, x, w, index, backend=backend)
+    leaves = [x.clone().requires_grad_(True), w.clone().requires_grad_(True)]
+    g_out = torch.ones(x.shape[0], plan.n_out, x.shape[2], dtype=x.dtype)
+
+    def fwd_bwd():
+        out = symmetric_contraction(plan, *leaves, index, backend=backend)
+        return torch.autograd.grad(out, leaves, g_out)
+
+    def fwd_bwd_dbl():
+        out = symmetric_contraction(plan, *leaves, index, backend=backend)
+        grads = torch.autograd.grad(out, leaves, g_out, create_graph=True)
+        return torch.autograd.grad(sum(t.square().sum() for t in grads), leaves)
+
+    return fwd_bwd if kind == "fwd+bwd" else fwd_bwd_dbl
+
+
+def op_benchmark(args) -> list[str]:
+    dtype = getattr(torch, args.dtype)
+    lines = [
+        "| N | C | ℓ | ν | Q / nnz / R | pass | native (ms) | torch (ms) | torch / native |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    passes = ("fwd", "fwd+bwd", "fwd+bwd+dbl") if args.double else ("fwd", "fwd+bwd")
+    for n_atoms in args.atoms:
+        for channels in args.channels:
+            for ell in args.ells:
+                plan, x, w, index = _case(ell, args.correlation, channels, n_atoms, args.elements, dtype)
+                ok = native_supports("symmetric_contraction", "cpu", dtype, components=max(plan.n_x, plan.n_out),
+                                     correlation=plan.degree)
+                methods = ["native", "torch"] if ok else ["torch"]
+                sizes = f"{plan.n_monomials} / {plan.native_nnz} / {plan.n_rows}"
+                for kind in passes:
+                    fns = {m: _pass_fn(kind, m, plan, x, w, index) for m in methods}
+                    t = _median_interleaved(fns, args.repeats)
+                    nat, ref = t.get("native"), t["torch"]
+                    ratio = f"{ref / nat:.1f}×" if nat else "—"
+                    nat_s = f"{nat:.1f}" if nat else "—"
+                    lines.append(f"| {n_atoms:,} | {channels} | {ell} | {plan.degree} | {sizes} | {kind} | {nat_s} | "
+                                 f"{ref:.1f} | {ratio} |")
+                    print(lines[-1], flush=True)
+    return lines
+
+
+def model_benchmark(args) -> list[str]:
+    from bench_models import Runner, discover
+
+    from nnip_scale.data import AtomsDataModule
+
+    configs = {c[0]: c for c in discover(ROOT / "configs" / "model")}
+    name, cls, init_args, options = configs["mace"]
+    dm = AtomsDataModule(train=args.data, cutoff=float(init_args.get("cutoff", 5.0)), val_fraction=0.05,
+                         test_fraction=0.0, batch_size=args.batch_size)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    runners = []
+    for width in args.widths:
+        for backend in ("native", "torch"):
+            r = Runner(name, cls, {**init_args, "forces": "direct", "backend": backend}, options, width, batch,
+                       dm.statistics, torch.device("cpu"))
+            r.key = (width, backend)
+            runners.append(r)
+    for r in runners:
+        for _ in range(2):
+            r.step()
+    # native and torch of one width run back to back in every round; the median of the per-round
+    # ratios is robust to load that drifts between rounds
+    ratios: dict[int, list[float]] = {}
+    for _ in range(args.model_repeats):
+        for nat, ref in zip(runners[0::2], runners[1::2]):
+            nat.timed(args.model_steps)
+            ref.timed(args.model_steps)
+            ratios.setdefault(nat.key[0], []).append(ref.times[-1] / nat.times[-1])
+    med = {r.key: 1e3 * statistics.median(r.times) for r in runners}
+    # both layers' contraction alone at this batch's size, forward + backward
+    a = int(batch["n_atoms"])
+    n_elements = len(init_args.get("elements") or range(1, 101))
+    sc_ms = {}
+    for width in args.widths:
+        layers = runners[[r.key for r in runners].index((width, "torch"))].module.backbone.layers
+        calls = []
+        g = torch.Generator().manual_seed(1)
+        for layer in layers:
+            plan = layer.contraction
+            index = torch.randint(0, n_elements, (a,), generator=g)
+            calls.append((plan, torch.randn(a, plan.n_x, width, generator=g),
+                          torch.randn(n_elements, plan.n_weights, width, generator=g), index))
+        fns = {}
+        for backend in ("native", "torch"):
+            def both(backend=backend, calls=calls):
+                for plan, x, w, index in calls:
+                    leaves = [x.clone().requires_grad_(True), w.clone().requires_grad_(True)]
+                    out = symmetric_contraction(plan, *leaves, index, backend=backend)
+                    torch.autograd.grad(out.square().sum(), leaves)
+
+            fns[backend] = both
+        sc_ms[width] = _median_interleaved(fns, args.model_repeats * args.model_steps)
+    lines = [
+        f"MACE (`configs/model/mace.yaml`: ℓ 1, harmonics and contraction input ℓ ≤ 3, correlation 3, "
+        f"{n_elements} elements, 2 interactions), direct forces, one training step on one batch of "
+        f"{batch['n_structures']} demo molecules ({a} atoms, {int(batch['n_edges'])} edges), fp32; median of "
+        f"{args.model_repeats} interleaved rounds × {args.model_steps} steps. Contraction: both layers' "
+        "`symmetric_contraction` alone at this batch's size (forward + backward, median).",
+        "",
+        "torch / native: median over rounds of the ratio of the two back-to-back runs. `native` runs the "
+        "interaction, the scatters and the contraction natively; `torch` runs all of them on the reference.",
+        "",
+        "| C | native step (ms) | torch step (ms) | torch / native | contraction: native / torch (ms) | "
+        "contraction share of the torch step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for width in args.widths:
+        nat, ref = med[(width, "native")], med[(width, "torch")]
+        sn, st = sc_ms[width]["native"], sc_ms[width]["torch"]
+        lines.append(f"| {width} | {nat:.1f} | {ref:.1f} | {statistics.median(ratios[width]):.2f}× | "
+                     f"{sn:.1f} / {st:.1f} | {100 * st / ref:.0f} % |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--atoms", type=int, nargs="+", default=[1_000, 10_000])
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--ells", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--correlation", type=int, default=3)
+    p.add_argument("--elements", type=int, default=14, help="number of elements (weight sets)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--double", action="store_true", help="also time forward+backward+double backward")
+    p.add_argument("--skip-ops", action="store_true")
+    p.add_argument("--skip-model", action="store_true")
+    p.add_argument("--data", default="builtin:molecules-demo")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--widths", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--model-repeats", type=int, default=7)
+    p.add_argument("--model-steps", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--machine", default="2-core VM, no GPU")
+    p.add_argument("--date", default=f"{dt.date.today()}")
+    p.add_argument("--write", metavar="RESULTS_MD", help="replace the bench_sc section of this file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    body = [
+        "## Symmetric contraction: native kernel vs torch reference (issue 11)",
+        "",
+        f"Machine: {args.machine} ({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads), "
+        f"shared with other jobs; torch {torch.__version__}; date {args.date}.",
+        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+        "",
+    ]
+    if not args.skip_ops:
+        body += [
+            f"### Op level ({args.dtype}; {args.elements} elements; inputs and outputs ℓ ≤ L; median of "
+            f"{args.repeats})",
+            "",
+            *op_benchmark(args),
+            "",
+            "Q / nnz / R: monomials of x, nonzero product-basis coefficients, rows (weight, output) of the "
+            "plan: the native kernel does Q + nnz + R multiply-adds per atom and channel, the dense torch "
+            "reference R·(Q + K). fwd+bwd: gradients of x and of the weights.",
+            "",
+        ]
+    if not args.skip_model:
+        body += ["### Model level", "", *model_benchmark(args), ""]
+    body.append(f"Wall time of the benchmark: {time.perf_counter() - t0:.0f} s; 1-min load average at the end "
+                f"{os.getloadavg()[0]:.1f} (a busy machine inflates all times alike).")
+    text = "\n".join(body)
+    print(text)
+    if args.write:
+        replace_section(args.write, "bench_sc", text)
+
+
+if __name__ == "__main__":
+    main()
