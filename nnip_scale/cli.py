@@ -5,10 +5,8 @@ dotted overrides such as ``--model.backbone.init_args.width 128``); ``nnip-scale
 generates and checks the built-in datasets.
 """
 
-import inspect
 import os
 import sys
-from pathlib import Path
 
 # Large CPU tensors (edge features, their gradients) are allocated fresh every step; backing them
 # with transparent huge pages avoids most first-touch page faults, which dominate the backward of
@@ -25,205 +23,17 @@ USAGE = """usage: nnip-scale {fit,validate,test,predict,data,study} ...
   study                             a grid of runs, local or SLURM, resumable: nnip-scale study --help
 """
 
-#: Trainer defaults that differ from Lightning's. Conservative forces differentiate the energy in
-#: validation and test too, so inference mode must be off; the atom-budget batch sampler shards
-#: batches across ranks itself, so Lightning must not wrap it in a DistributedSampler.
-TRAINER_DEFAULTS = {
-    "inference_mode": False,
-    "use_distributed_sampler": False,
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "name": "default"},
-    },
-    # Lightning's summary prints "Total Flops 0" (it counts nothing without an example input),
-    # contradicting the FLOP ledger; the module prints its own one-line summary (N, labels) instead
-    "enable_model_summary": False,
-}
+from nnip_scale.errors import run_guarded  # noqa: E402  (light: no torch, no Lightning)
 
 
-def _quiet() -> None:
-    """Drop third-party noise every run printed: Lightning's litlogger/litmodels advertising and
-    torch's pytree deprecation warning (raised inside Lightning, nothing a user can act on)."""
-    import logging
-    import warnings
+def __getattr__(name: str):
+    """``nnip_scale.cli.build_cli`` / ``TRAINER_DEFAULTS``, from ``nnip_scale.training.lightning_cli``
+    on first use (importing Lightning here would slow ``nnip-scale data`` and ``study`` down)."""
+    if name in ("build_cli", "TRAINER_DEFAULTS"):
+        from nnip_scale.training import lightning_cli
 
-    class _NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not str(record.getMessage()).startswith("💡 Tip:")
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(type(f).__name__ == "_NoTips" for f in logger.filters):
-            logger.addFilter(_NoTips())
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-
-
-def _safe_checkpoint_cli():
-    """LightningCLI whose ``--ckpt_path`` runs no code: the file is checked by the one checkpoint
-    loader (``nnip_scale.checkpoint``) before LightningCLI parses its hyperparameters into the
-    config, and the trainer then reads it with ``weights_only=True``."""
-    from lightning.pytorch.cli import LightningCLI
-
-    from nnip_scale.checkpoint import CheckpointError, check_checkpoint
-
-    class SafeCheckpointCLI(LightningCLI):
-        def before_instantiate_classes(self) -> None:
-            """validate/test/predict log under ``<name>/<subcommand>/version_<n>`` of the logger's
-            folder, not among the training runs' versions."""
-            sub = self.config.get("subcommand")
-            if sub not in ("validate", "test", "predict"):
-                return
-            logger = self.config[sub].get("trainer", {}).get("logger")
-            init = getattr(logger, "init_args", None) if logger is not None and not isinstance(logger, bool) else None
-            if init is not None and init.get("name") is not None and not str(init["name"]).endswith(f"/{sub}"):
-                init["name"] = f"{init['name']}/{sub}"
-
-        def _parse_ckpt_path(self) -> None:
-            subcommand = self.config.get("subcommand")
-            section = self.config.get(subcommand) if subcommand else None
-            ckpt_path = section.get("ckpt_path") if section is not None else None
-            if ckpt_path:
-                if section.get("weights_only") is False:
-                    raise CheckpointError(f"{ckpt_path}: --weights_only false was asked; nnip-scale reads checkpoints "
-                                          f"with weights_only=True only (loading a checkpoint must not run code)")
-                section["weights_only"] = True
-                if Path(ckpt_path).is_file():
-                    check_checkpoint(ckpt_path, self.model_class)
-                elif str(ckpt_path) not in ("last", "best", "hpc") and not str(ckpt_path).startswith("registry"):
-                    # checked here, before the data are set up ("last"/"best" name files of this run)
-                    raise FileNotFoundError(f"{ckpt_path}: no such checkpoint file (--ckpt_path)")
-            super()._parse_ckpt_path()
-
-    return SafeCheckpointCLI
-
-
-_ARGS: list[str] = []  # the arguments of the running CLI (for error messages naming config files)
-
-
-def _tool_parser_class():
-    """LightningCLI's parser, except that an argument or config error is one line naming the
-    offending key, the config file that holds it and the closest valid key, instead of a usage dump
-    (``NNIP_SCALE_DEBUG=1`` restores jsonargparse's own handling)."""
-    from lightning.pytorch.cli import LightningArgumentParser
-
-    class ToolParser(LightningArgumentParser):
-        def error(self, message: str, ex: Exception | None = None):
-            if not self.exit_on_error or os.environ.get("NNIP_SCALE_DEBUG", "") not in ("", "0"):
-                return super().error(message, ex)
-            parser = getattr(ex, "subcommand_parser", None) or self
-            sub = _ARGS[0] if _ARGS and not _ARGS[0].startswith("-") else ""
-            prog = f"nnip-scale {sub}".strip()
-            lines = [f"{prog}: error: {_one_line(message)}"]
-            lines += _key_hints(parser, message)
-            lines.append(f"({prog} --help lists every option)")
-            sys.stderr.write("\n".join(lines) + "\n")
-            self.exit(2)
-
-    return ToolParser
-
-
-def _key_hints(parser, message: str) -> list[str]:
-    """'did you mean' and 'found in FILE' lines for the unknown keys named in ``message``."""
-    import difflib
-    import re
-
-    import yaml
-
-    from nnip_scale.models.registry import registered_model
-
-    valid = sorted({opt[2:] for a in parser._actions for opt in a.option_strings if opt.startswith("--")})
-    unknown: list[tuple[str, list[str]]] = []
-    for key in re.findall(r"does not accept (?:option|nested key) '([^']+)'", message):
-        unknown.append((key, valid))
-    for token in re.findall(r"unrecognized arguments: (.*)", message):
-        unknown += [(t[2:].split("=")[0], valid) for t in token.split() if t.startswith("--")]
-    nested = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\'.*?Option \'([^\']+)\' is not accepted', message, re.S)
-    if nested:
-        prefix, class_path, option = nested.groups()
-        cls = registered_model(class_path)
-        params = list(inspect.signature(cls).parameters) if cls is not None else []
-        unknown.append((f"{prefix}.init_args.{option}", [f"{prefix}.init_args.{p}" for p in params]))
-    hints = []
-    for key, candidates in unknown:
-        short = key.split(".")[-1]
-        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6) or [
-            c for c in candidates if difflib.get_close_matches(short, [c.split(".")[-1]], n=1, cutoff=0.75)][:1]
-        where = [f for f in _config_files() if _yaml_has(f, key, yaml)]
-        hint = f"  {key!r}" + (f" (in {', '.join(where)})" if where else "")
-        hints.append(hint + (f": did you mean {close[0]!r}?" if close else ": no similar key"))
-    return hints
-
-
-def _config_files() -> list[str]:
-    args = _ARGS or sys.argv[1:]
-    files = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    files += [args[k + 1] for k, a in enumerate(args[:-1]) if a == "--config"]
-    return files
-
-
-def _yaml_has(path: str, dotted: str, yaml) -> bool:
-    try:
-        node = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, dict) and part == "init_args" and "init_args" not in node:
-            continue
-        else:
-            return False
-    return True
-
-
-def _run_folder_save_config():
-    """LightningCLI's SaveConfigCallback, except that a run without a logger saves its config.yaml
-    in its own run folder (beside its ledger and checkpoints) instead of the working directory."""
-    from lightning.pytorch.cli import SaveConfigCallback
-
-    from nnip_scale.training.ledger import folder_without_logger
-
-    class RunFolderSaveConfig(SaveConfigCallback):
-        def setup(self, trainer, pl_module, stage: str) -> None:
-            if self.already_saved or trainer.logger is not None or trainer.fast_dev_run:
-                return super().setup(trainer, pl_module, stage)
-            folder = folder_without_logger(trainer)
-            if trainer.is_global_zero:
-                folder.mkdir(parents=True, exist_ok=True)
-                self.parser.save(self.config, str(folder / self.config_filename), skip_none=False,
-                                 overwrite=self.overwrite, multifile=self.multifile)
-                self.save_config(trainer, pl_module, stage)
-                self.already_saved = True
-
-    return RunFolderSaveConfig
-
-
-def build_cli(args: list[str] | None, run: bool = True):
-    """The LightningCLI over :class:`NNIPModule` and :class:`AtomsDataModule` for ``args``
-    (``None``: ``sys.argv[1:]``). Lightning is imported here, not at module level, so that
-    ``nnip-scale data`` and ``nnip-scale study`` start in a second instead of ~10 s."""
-    from nnip_scale.data import AtomsDataModule
-    from nnip_scale.training import NNIPModule
-
-    _ARGS[:] = list(sys.argv[1:] if args is None else args)
-    _quiet()
-    # progress bars write carriage returns: only for a terminal (a config or --trainer.enable_progress_bar wins)
-    defaults = {**TRAINER_DEFAULTS, "enable_progress_bar": sys.stdout.isatty()}
-    return _safe_checkpoint_cli()(
-        NNIPModule,
-        AtomsDataModule,
-        args=args,
-        run=run,
-        trainer_defaults=defaults,
-        save_config_kwargs={"overwrite": True},
-        save_config_callback=_run_folder_save_config(),
-        parser_class=_tool_parser_class(),
-    )
-
-
-def _one_line(err: BaseException) -> str:
-    """An error message on one line (nested jsonargparse messages are indented blocks)."""
-    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+        return getattr(lightning_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _dispatch(args: list[str], from_argv: bool) -> int:
@@ -232,10 +42,11 @@ def _dispatch(args: list[str], from_argv: bool) -> int:
 
         return data_main(args[1:])
     if args[0] == "study":
-        from nnip_scale.scaling.study_report import write_study_report
         from nnip_scale.study.cli import main as study_main
 
-        return study_main(args[1:], report=write_study_report)
+        return study_main(args[1:])
+    from nnip_scale.training.lightning_cli import build_cli
+
     # from the command line LightningCLI reads sys.argv itself (and DDP relaunches the ranks with it)
     build_cli(None if from_argv else args)
     return 0
@@ -250,19 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    cmd = args[0]
-    try:
-        return _dispatch(args, from_argv=argv is None)
-    except KeyboardInterrupt:
-        resume = " — rerun the same command to resume" if cmd in ("fit", "study") else ""
-        sys.stderr.write(f"nnip-scale {cmd}: interrupted{resume}\n")
-        return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        if os.environ.get("NNIP_SCALE_DEBUG", "") not in ("", "0"):
-            raise
-        sys.stderr.write(f"nnip-scale {cmd}: error: {_one_line(err)}\n"
-                         f"(NNIP_SCALE_DEBUG=1 shows the traceback)\n")
-        return 2
+    return run_guarded(args[0], lambda: _dispatch(args, from_argv=argv is None))
 
 
 if __name__ == "__main__":

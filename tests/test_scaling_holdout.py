@@ -187,7 +187,7 @@ def test_cli_writes_the_holdout_section_table_and_figure(tmp_path):
 
 
 def test_study_report_has_a_holdout_section(tmp_path):
-    from nnip_scale.scaling.study_report import REPORT_OPTIONS, write_study_report
+    from nnip_scale.study.report import REPORT_OPTIONS, write_study_report
 
     assert REPORT_OPTIONS["holdout"] is None
     pts = grid(widths=np.geomspace(1e5, 1e8, 5), seeds=1)

@@ -268,7 +268,7 @@ def _fake_study(tmp_path, report):
 
 
 def test_study_report_marks_flagged_numbers_and_passes_pool(tmp_path):
-    from nnip_scale.scaling.study_report import write_study_report
+    from nnip_scale.study.report import write_study_report
 
     study = _fake_study(tmp_path, {"n_boot": 10, "budget_flops": 1e20, "pool": ["val_set"]})
     with warnings.catch_warnings():

@@ -113,7 +113,7 @@ def test_devices_without_a_gpu_and_the_plan_columns(tmp_path, data, monkeypatch,
 
 
 def test_the_report_keys_a_study_file_accepts_are_the_report_options():
-    from nnip_scale.scaling.study_report import REPORT_OPTIONS
+    from nnip_scale.study.report import REPORT_OPTIONS
     from nnip_scale.study.plan import KEYS
 
     assert set(KEYS["report"]) == set(REPORT_OPTIONS)  # one list cannot drift from the other

@@ -45,7 +45,6 @@ from nnip_scale.nn import MLP, BesselBasis, PolynomialEnvelope
 from nnip_scale.nn.irreps import (
     IrrepsLinear,
     channelwise_tp_descriptor,
-    irreps_dim,
     spherical_harmonics_polynomial,
     symmetric_contraction_polynomial,
 )

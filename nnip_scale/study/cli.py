@@ -49,9 +49,9 @@ def _estimate(study, args) -> int:
     return 0
 
 
-def main(argv: list[str], report=None) -> int:
-    """``report(study, log)`` writes the study's report when every run has finished; the top-level
-    CLI passes the scaling layer's (this layer does not import it: layers point one way)."""
+def main(argv: list[str]) -> int:
+    """``nnip-scale study``: plan, run or submit a study, then write its report
+    (:func:`nnip_scale.study.report.write_study_report`, which uses the scaling toolkit)."""
     p = argparse.ArgumentParser(prog="nnip-scale study", description="Run a grid of training runs (a study).")
     p.add_argument("--config", required=True, help="study file (configs/study/*.yaml)")
     p.add_argument("--output", help="study folder (default: the file's 'output', else studies/<name>)")
@@ -208,7 +208,9 @@ def main(argv: list[str], report=None) -> int:
                   f"({time.perf_counter() - t0:.0f} s this session)")
     else:
         failed = []
-    if report is not None and not args.no_report:
-        path = report(study, print)
+    if not args.no_report:
+        from nnip_scale.study.report import write_study_report  # the scaling toolkit: loaded only here
+
+        path = write_study_report(study, print)
         print(f"[study] report: {path}")
     return 1 if failed else 0

@@ -141,7 +141,7 @@ def _quiet():
 
 def _build(study: Study, run: RunSpec, extra: list[str]):
     """The LightningCLI of ``run`` (its composed arguments plus ``extra``), instantiated, not run."""
-    from nnip_scale.cli import build_cli
+    from nnip_scale.training.lightning_cli import build_cli
 
     stack, err = _quiet()
     try:

@@ -44,7 +44,7 @@ def fingerprint(run: RunSpec) -> str:
 def stale_reason(run: RunSpec) -> str | None:
     """Why ``run``'s folder holds training under other settings than the plan's (None if it does not,
     or if the run has not started). Reads ``run.json`` (written when the run starts) or ``DONE.json``."""
-    if run.pending:
+    if getattr(run, "pending", False):
         return None
     for name in ("DONE.json", "run.json"):
         path = run.folder / name
@@ -167,7 +167,7 @@ def check_run_args(study: Study, log=print) -> None:
     import contextlib
     import io
 
-    from nnip_scale.cli import build_cli
+    from nnip_scale.training.lightning_cli import build_cli
 
     seen = set()
     for run in study.all_runs:
@@ -266,13 +266,13 @@ def _worker_init(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    import nnip_scale.cli  # noqa: F401  (Lightning and the models: imported once per worker)
+    import nnip_scale.training.lightning_cli  # noqa: F401  (Lightning and the models: imported once per worker)
 
 
 def _fit_in_worker(args: list[str], log_file: str) -> int:
     """``nnip-scale fit ARGS`` in this process, stdout and stderr (file descriptors 1 and 2, so
     C++ and DataLoader-worker output too) appended to ``log_file``; returns an exit status."""
-    from nnip_scale.cli import main
+    from nnip_scale.training.lightning_cli import fit_main
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -282,7 +282,7 @@ def _fit_in_worker(args: list[str], log_file: str) -> int:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         try:
-            rc = main(["fit", *args])  # the project's own errors come back as exit code 2
+            rc = fit_main(args)  # the project's own errors come back as exit code 2
         except SystemExit as err:  # LightningCLI's argument errors exit
             rc = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
             if err.code not in (None, 0) and not isinstance(err.code, int):

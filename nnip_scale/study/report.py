@@ -34,7 +34,7 @@ def _fmt(x, spec=".3g") -> str:
 
 
 def _machine() -> str:
-    """Machine line for the report; no torch import (the scaling package stays torch-free)."""
+    """Machine line for the report; no torch import (the report is written without loading torch)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -71,7 +71,7 @@ def grid_table(study, finals: dict) -> list[str]:
     for run in study.runs:
         row = finals.get(run.run_id)
         eta = ("pending sweep" if run.arch.lr is None
-               else f"{run.arch.lr:.3g}{' (sweep)' if run.arch.lr_source == 'sweep' else ''}")
+               else f"{run.arch.lr:.3g}{' (sweep)' if getattr(run.arch, 'lr_source', 'given') == 'sweep' else ''}")
         if row is None:
             lines.append(f"| {run.run_id} | {run.arch.name} | {run.width} | – | {eta} ({run.arch.base_width}) "
                          "| – | – | – | – | – | not finished | – | – | – |")
@@ -111,7 +111,7 @@ def cost_table(study, finals: dict) -> list[str]:
 def sweep_section(study) -> list[str]:
     """The LR sweep (``lr_sweep:``), one table per swept architecture: every candidate η* with each
     seed's final validation loss, their mean, and the choice (flagged on the grid's edge)."""
-    if study.sweep is None:
+    if getattr(study, "sweep", None) is None:
         return []
     sw = study.sweep
     lines = ["## Learning-rate sweep (η* at the base width, transferred to the other widths with μP)", "",
