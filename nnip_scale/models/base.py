@@ -55,7 +55,7 @@ class PotentialModel(nn.Module, abc.ABC):
     #: whether the model reads the batch's ``charge`` and ``spin`` (none of the built-in models does;
     #: training on data that vary them warns)
     uses_charge_spin: bool = False
-    #: parameter-name prefixes excluded from N (the element embedding table; DESIGN.md)
+    #: parameter-name prefixes excluded from N (the element embedding table; docs/conventions.md)
     embedding_prefixes: tuple[str, ...] = ("embedding.",)
     #: inside :meth:`unseen_elements_allowed`: a model with per-element parameters evaluates atoms
     #: of elements it has none for instead of refusing them

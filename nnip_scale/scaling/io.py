@@ -41,7 +41,7 @@ class ScalingInputError(ValueError):
     """Bad input for a scaling fit; the message names the file/line and what was expected."""
 
 
-#: point key -> ledger field (DESIGN.md); the CSV uses the point key itself as the column name
+#: point key -> ledger field (docs/compute.md); the CSV uses the point key itself as the column name
 LEDGER_FIELDS = {"N": "n_params", "D": "atoms_seen", "C": "flops", "H": "gpu_hours", "loss": "val_loss",
                  "step": "step"}
 C_UNITS = {"FLOP": 1.0, "PFLOP": 1e15}

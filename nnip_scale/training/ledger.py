@@ -1,6 +1,6 @@
 """The compute ledger: measured FLOPs, wall-clock and data seen for every run.
 
-One JSON Lines row per validation (fields in docs/compute.md and DESIGN.md), appended and flushed
+One JSON Lines row per validation (fields in docs/compute.md and docs/conventions.md), appended and flushed
 by rank 0; the same figures go to the logger. Totals live in the callback's ``state_dict`` so a
 resumed run continues them, and rows written after the step it resumes from are dropped (those
 steps are about to be trained again). A checkpoint taken at the end of a training step precedes
