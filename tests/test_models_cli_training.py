@@ -17,6 +17,39 @@ def emt_data(tmp_path_factory):
     return write_cual_emt(tmp_path_factory.mktemp("emt_cli") / "emt.extxyz")
 
 
+def cli_args(config: str, width: int, data, tmp_path, *extra: str, cutoff: float = 4.0) -> list[str]:
+    """LightningCLI arguments: ``configs/model/<config>.yaml`` at ``width`` on ``data`` (20 %
+    validation, batches of 8, CPU, validation every 150 steps), plus ``extra``."""
+    return [
+        "--config", f"configs/model/{config}.yaml",
+        "--seed_everything", "0",
+        "--model.backbone.init_args.width", str(width),
+        *extra,
+        "--model.warmup_steps", "5",
+        "--data.train", str(data),
+        "--data.cutoff", str(cutoff),
+        "--data.val_fraction", "0.2",
+        "--data.test_fraction", "0.0",
+        "--data.batch_size", "8",
+        "--data.cache_dir", str(tmp_path / "cache"),
+        "--trainer.accelerator", "cpu",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.log_every_n_steps", "10",
+        "--trainer.val_check_interval", "150",
+        "--trainer.check_val_every_n_epoch", "null",
+    ]
+
+
+def force_mae_before_and_after_150_steps(args: list[str]):
+    """(validation force MAE untrained, after 150 training steps, the fitted LightningCLI)."""
+    before = build_cli(["validate", *args, "--trainer.enable_checkpointing", "false"])
+    mae0 = float(before.trainer.callback_metrics["val/force_mae"])
+    cli = build_cli(["fit", *args, "--trainer.max_steps", "150"])
+    return mae0, float(cli.trainer.callback_metrics["val/force_mae"]), cli
+
+
 @pytest.mark.parametrize("config, width, extra", [
     ("egnn", 32, ["--model.backbone.init_args.depth", "2", "--model.backbone.init_args.vector_channels", "8",
                   "--model.lr", "0.005"]),
@@ -26,30 +59,7 @@ def emt_data(tmp_path_factory):
 ])
 def test_config_trains_from_the_cli(config, width, extra, emt_data, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    args = [
-        "--config", f"configs/model/{config}.yaml",
-        "--seed_everything", "0",
-        "--model.backbone.init_args.width", str(width),
-        "--model.backbone.init_args.cutoff", "4.0",
-        *extra,
-        "--model.warmup_steps", "5",
-        "--data.train", str(emt_data),
-        "--data.cutoff", "4.0",
-        "--data.val_fraction", "0.2",
-        "--data.test_fraction", "0.0",
-        "--data.batch_size", "8",
-        "--data.cache_dir", str(tmp_path / "cache"),
-        "--trainer.accelerator", "cpu",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_checkpointing", "false",
-        "--trainer.log_every_n_steps", "10",
-        "--trainer.val_check_interval", "150",
-        "--trainer.check_val_every_n_epoch", "null",
-    ]
-    before = build_cli(["validate", *args])
-    mae0 = float(before.trainer.callback_metrics["val/force_mae"])
-    cli = build_cli(["fit", *args, "--trainer.max_steps", "150"])
-    mae1 = float(cli.trainer.callback_metrics["val/force_mae"])
+    args = cli_args(config, width, emt_data, tmp_path, "--model.backbone.init_args.cutoff", "4.0", *extra,
+                    "--trainer.enable_checkpointing", "false")
+    mae0, mae1, _ = force_mae_before_and_after_150_steps(args)
     assert mae1 < 0.5 * mae0, (config, mae0, mae1)

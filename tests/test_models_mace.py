@@ -1,15 +1,16 @@
-"""Physics and contract tests of MACE (fp64): O(3)/translation/permutation symmetry of both configs
-(ℓ = 1 and the invariant ℓ = 0 model) in both force modes and both backends, torch-vs-cueq parity
-of the ops and of the model (energy, forces, parameter gradients), conservative forces and stress
-by finite differences, N, config round trip, μP shapes and FLOP counting."""
+"""MACE-specific tests (fp64): ℓ = 2 features, torch-vs-cueq parity of the equivariant ops, the
+per-element contraction weights, N, μP shapes, argument errors, the hot-op FLOP estimate and the
+initial scale; the generic physics and contract checks (O(3) for both configs — ℓ = 1 and the
+invariant ℓ = 0 model — in both force modes, backend parity incl. cueq, …) are in
+tests/model_contract.py."""
 
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
-from ase.build import bulk, molecule
+from ase.build import molecule
 
 from batch_utils import FakeStats, batch_from_atoms
+from model_contract import O3, ModelContract, assert_rel_close, check_symmetry, standard_systems
 from nnip_scale.models.mace import MACE
 from nnip_scale.ops import flops
 
@@ -31,138 +32,24 @@ def make_model(config="mace", seed=0, **kw):
     return m
 
 
-def backend_param(name):
-    marks = []
-    if name == "cueq":
-        try:
-            import cuequivariance_torch  # noqa: F401
-        except ImportError:
-            marks = [pytest.mark.skip(reason="cuequivariance-torch not installed")]
-    return pytest.param(name, marks=marks)
+class TestMACEContract(ModelContract):
+    """All features have natural parity, so the group is O(3) ⋉ R³. A direct training step costs
+    1.8–3 forwards, not the usual ~3: the products with the constant Clebsch–Gordan/product-basis
+    tables need a gradient for one operand only, and the spherical harmonics (positions need no
+    gradient) none (measured ≈ 2.2)."""
 
+    symmetry = O3
+    variants = CONFIGS
+    train_flops_per_forward = (1.8, 3.0)
 
-BACKENDS = [backend_param("torch"), backend_param("cueq")]
-
-
-def systems():
-    mol = molecule("CH3CH2OH")
-    mol.rattle(0.05, seed=1)
-    cell = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
-    cell.numbers[[1, 4]] = 13
-    cell.rattle(0.05, seed=2)
-    return [mol, cell]
-
-
-def transformed(atoms, Q, shift):
-    a = atoms.copy()
-    a.positions = a.positions @ Q.T + shift
-    if a.pbc.any():
-        a.set_cell(a.cell.array @ Q.T, scale_atoms=False)
-    return a
-
-
-def orthogonal_maps():
-    from scipy.spatial.transform import Rotation
-
-    rots = Rotation.random(2, random_state=7).as_matrix()
-    reflect = np.diag([1.0, 1.0, -1.0])
-    return [*rots, reflect, rots[0] @ reflect, -np.eye(3)]  # rotations, mirrors, inversion
-
-
-def assert_rel_close(a, b, tol=1e-10):
-    a, b = a.detach(), b.detach()
-    scale = max(float(b.abs().max()), 1e-12)
-    assert float((a - b).abs().max()) <= tol * scale, float((a - b).abs().max()) / scale
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("forces", ["direct", "conservative"])
-@pytest.mark.parametrize("config", ["mace", "invariant"])
-def test_o3_and_translation_symmetry(config, forces, backend):
-    """E invariant and F equivariant under rotations, reflections, inversion and translations
-    (the group is O(3) ⋉ R³: all features have natural parity), molecule and periodic cell."""
-    model = make_model(config, forces=forces, backend=backend)
-    atoms = systems()
-    out = model(batch_from_atoms(atoms, CUTOFF))
-    assert float(out["forces"].detach().abs().max()) > 1e-5  # the check below is not trivially 0 = 0
-    shift = np.array([1.3, -0.7, 2.1])
-    for Q in orthogonal_maps():
-        out_q = model(batch_from_atoms([transformed(a, Q, shift) for a in atoms], CUTOFF))
-        assert_rel_close(out_q["energy"], out["energy"])
-        assert_rel_close(out_q["forces"], out["forces"] @ torch.as_tensor(Q).T)
+    def make_model(self, **kw):
+        return make_model(**kw)
 
 
 def test_higher_ell_features_are_equivariant():
     """max_ell 2 with spherical harmonics to ℓ = 3 (the ℓ ≤ 3 Clebsch–Gordan paths)."""
     model = make_model("l2", max_ell=2, sh_max_ell=3, correlation=2, depth=3)
-    atoms = systems()
-    out = model(batch_from_atoms(atoms, CUTOFF))
-    for Q in orthogonal_maps()[2:4]:
-        out_q = model(batch_from_atoms([transformed(a, Q, np.zeros(3)) for a in atoms], CUTOFF))
-        assert_rel_close(out_q["energy"], out["energy"])
-        assert_rel_close(out_q["forces"], out["forces"] @ torch.as_tensor(Q).T)
-
-
-@pytest.mark.parametrize("config", ["mace", "invariant"])
-def test_permutation_equivariance(config):
-    model = make_model(config)
-    atoms = systems()
-    out = model(batch_from_atoms(atoms, CUTOFF))
-    rng = np.random.default_rng(0)
-    perms = [rng.permutation(len(a)) for a in atoms]
-    out_p = model(batch_from_atoms([a[p] for a, p in zip(atoms, perms)], CUTOFF))
-    assert_rel_close(out_p["energy"], out["energy"])
-    offset = np.cumsum([0] + [len(a) for a in atoms])[:-1]
-    full = torch.as_tensor(np.concatenate([p + o for p, o in zip(perms, offset)]))
-    assert_rel_close(out_p["forces"], out["forces"][full])
-
-
-@pytest.mark.parametrize("config", ["mace", "invariant"])
-def test_conservative_forces_match_finite_differences(config):
-    model = make_model(config, forces="conservative")
-    mol = systems()[0]
-    f = model(batch_from_atoms([mol], CUTOFF))["forces"].detach()
-    h = 1e-5
-    for atom, comp in [(0, 0), (3, 1), (8, 2)]:
-        e = []
-        for sign in (1, -1):
-            m2 = mol.copy()
-            m2.positions[atom, comp] += sign * h
-            e.append(float(model(batch_from_atoms([m2], CUTOFF))["energy"][0].detach()))
-        fd = -(e[0] - e[1]) / (2 * h)
-        assert abs(fd - float(f[atom, comp])) < 1e-7 * max(1.0, abs(fd)), (fd, float(f[atom, comp]))
-
-
-def test_conservative_stress_matches_strain_derivative():
-    model = make_model("mace", forces="conservative", compute_stress=True)
-    cu = systems()[1]
-    out = {k: v.detach() for k, v in model(batch_from_atoms([cu], CUTOFF)).items()}
-    vol, h = cu.get_volume(), 1e-6
-    for a, b in [(0, 0), (1, 2)]:
-        e = []
-        for sign in (1, -1):
-            eps = np.eye(3)
-            eps[a, b] += sign * h / (2 if a != b else 1)
-            if a != b:
-                eps[b, a] += sign * h / 2
-            c2 = cu.copy()
-            c2.set_cell(cu.cell.array @ eps, scale_atoms=True)
-            e.append(float(model(batch_from_atoms([c2], CUTOFF))["energy"][0].detach()))
-        fd = (e[0] - e[1]) / (2 * h) / vol
-        assert abs(fd - float(out["stress"][0, a, b])) < 1e-6
-    assert float(out["stress"].abs().max()) > 1e-6
-    assert torch.allclose(out["stress"][0], out["stress"][0].T, atol=1e-12)
-
-
-def test_edges_at_the_cutoff_contribute_nothing():
-    d = CUTOFF - 1e-4
-    trimer = Atoms("COH", positions=[[0, 0, 0], [d, 0, 0], [0.3, 1.1, 0.2]])
-    for config in CONFIGS:
-        model = make_model(config)
-        with_edge = model(batch_from_atoms([trimer], CUTOFF))
-        without = model(batch_from_atoms([trimer], CUTOFF - 2e-4))
-        assert abs(float((with_edge["energy"] - without["energy"]).detach()[0])) < 1e-9
-        assert float((with_edge["forces"] - without["forces"]).detach().abs().max()) < 1e-8
+    check_symmetry(model, standard_systems(), O3)
 
 
 # ----------------------------------------------------------------------------- backend parity
@@ -206,44 +93,17 @@ def test_ops_agree_torch_vs_cueq_with_gradients():
             assert_rel_close(gc, gt)
 
 
-@pytest.mark.parametrize("forces", ["direct", "conservative"])
-@pytest.mark.parametrize("config", ["mace", "invariant"])
-def test_model_backends_agree_and_share_the_state_dict(config, forces):
-    """A cueq model loaded with a torch model's state_dict gives the same energy, forces and
-    parameter gradients (fp64, 1e-10 relative); the state_dicts have identical keys and shapes."""
-    pytest.importorskip("cuequivariance_torch")
-    batch = batch_from_atoms(systems(), CUTOFF)
-    ref = make_model(config, forces=forces, backend="torch", seed=0)
-    other = make_model(config, forces=forces, backend="cueq", seed=1)
-    sd_ref, sd_other = ref.state_dict(), other.state_dict()
-    assert {k: v.shape for k, v in sd_ref.items()} == {k: v.shape for k, v in sd_other.items()}
-    other.load_state_dict(sd_ref)
-    results = []
-    for model in (ref, other):
-        out = model(batch)
-        (out["energy"].square().sum() + out["forces"].square().sum()).backward()
-        results.append((out, {n: p.grad for n, p in model.named_parameters()}))
-    (o1, g1), (o2, g2) = results
-    assert_rel_close(o2["energy"], o1["energy"])
-    assert_rel_close(o2["forces"], o1["forces"])
-    assert g1.keys() == g2.keys()
-    for name in g1:
-        assert_rel_close(g2[name], g1[name])
-
-
 # ----------------------------------------------------------------------------- contract
-def test_every_parameter_gets_a_gradient():
-    batch = batch_from_atoms(systems(), CUTOFF)
+def test_contraction_weights_of_every_present_element_are_trained():
+    """Beyond the contract's every-parameter check: every row (element) present in the batch."""
+    batch = batch_from_atoms(standard_systems(), CUTOFF)  # H C O (molecule), Al Cu (cell): every slot
     for config in CONFIGS:
         for forces in ("direct", "conservative"):
             model = make_model(config, forces=forces)
             out = model(batch)
             (out["energy"].sum() + out["forces"].square().sum()).backward()
-            used = range(len(ELEMENTS))  # H C O (molecule), Al Cu (cell): every slot is present
-            missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-            assert missing == [], (config, forces, missing)
-            for layer in model.layers:  # contraction weights of every present element are trained
-                assert all(float(layer.contraction_weights.grad[s].abs().sum()) > 0 for s in used)
+            for layer in model.layers:
+                assert all(float(layer.contraction_weights.grad[s].abs().sum()) > 0 for s in range(len(ELEMENTS)))
 
 
 def test_parameter_count_excludes_embedding():
@@ -260,13 +120,10 @@ def test_parameter_count_excludes_embedding():
     assert counts["n_params_total"] == counts["n_params"] + (Z + 1) * W
 
 
-def test_init_config_round_trip_and_mup_shapes():
+def test_mup_shapes():
     from nnip_scale.training.mup import classify_parameters
 
     m = make_model("mace", forces="conservative", compute_stress=True)
-    m2 = MACE(**m.init_config())
-    assert m2.init_config() == m.init_config()
-    assert {k: v.shape for k, v in m.state_dict().items()} == {k: v.shape for k, v in m2.state_dict().items()}
     wide = MACE(**{**m.init_config(), "width": 8})
     for (n, p), (n2, p2) in zip(m.named_parameters(), wide.named_parameters()):
         assert n == n2 and p.ndim == p2.ndim
@@ -289,18 +146,16 @@ def test_bad_arguments_are_clear_errors():
         model.set_statistics(FakeStats([1, 6, 8]))
 
 
-def test_training_step_flops_are_counted_and_match_the_hot_op_estimate():
+def test_forward_flops_match_the_hot_op_estimate():
     """FlopCounterMode sees the einsum/bmm of the torch reference: the forward count lies between
-    the registered hot-op formulas plus the dense layers and 1.3× that. A direct-force training step
-    (forward, loss, backward) costs 1.8–3 forwards, not the usual ~3: the products with the constant
-    Clebsch–Gordan/product-basis tables need a gradient for one operand only, and the spherical
-    harmonics (positions need no gradient) none (measured ≈ 2.2)."""
+    the registered hot-op formulas plus the dense layers and 1.3× that (the training step's
+    1.8–3 forwards is in the contract)."""
     from nnip_scale.training.flops import count_flops
 
     W, R, H = 8, 6, 16
     model = make_model("mace", width=W, num_radial=R, radial_hidden=H).float()
     batch = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
-             for k, v in batch_from_atoms(systems(), CUTOFF).items()}
+             for k, v in batch_from_atoms(standard_systems(), CUTOFF).items()}
     E, A = batch["n_edges"], batch["n_atoms"]
     hot = flops("spherical_harmonics", model.sh_plan, (E, 3))
     for layer in model.layers:
@@ -313,13 +168,6 @@ def test_training_step_flops_are_counted_and_match_the_hot_op_estimate():
     with torch.no_grad():
         forward = count_flops(lambda: model(batch))
     assert hot <= forward <= 1.3 * hot, (forward, hot)
-
-    def step():
-        out = model(batch)
-        ((out["energy"] - batch["energy"]).square().sum() + (out["forces"] - batch["forces"]).square().sum()).backward()
-
-    train = count_flops(step)
-    assert 1.8 * forward <= train <= 3.0 * forward, (train, forward)
 
 
 # ---------------------------------------------------------------------- initial scale
