@@ -192,8 +192,9 @@ class ModelContract:
     flops_affine: bool = True
 
     def make_model(self, **kw):
-        """fp64 model with statistics set; ``kw``: forces, compute_stress, backend, a variant's args."""
-        raise NotImplementedError
+        """fp64 model with statistics set; ``kw``: forces, compute_stress, backend, a variant's args.
+        Abstract: every contract class (``TestXContract(ModelContract)``) defines it."""
+        raise TypeError(f"{type(self).__name__} must define make_model(**kw), the model factory of its contract")
 
     def extra_systems(self) -> list[Atoms]:
         """Model-specific geometries added to the symmetry, permutation and parity checks."""

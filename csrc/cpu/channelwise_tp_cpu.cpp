@@ -7,6 +7,7 @@
 
 #include <tuple>
 
+#include "common/tensor_checks.h"
 #include "channelwise_tp_kernels.h"
 #include "scatter_kernels.h"
 
@@ -16,23 +17,8 @@ namespace {
 constexpr const char* kFwd = "nnip_scale::channelwise_tp_scatter";
 constexpr const char* kBwd = "nnip_scale::channelwise_tp_scatter_backward";
 
-void check_float(const at::Tensor& t, const char* op, const char* name, int64_t dim,
-                 const at::Tensor& ref) {
-  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have the dtype of x (",
-              ref.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on the device of x (",
-              ref.device(), "), got ", t.device());
-}
-
-void check_long(const at::Tensor& t, const char* op, const char* name, const at::Tensor& ref) {
-  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on the device of x (",
-              ref.device(), "), got ", t.device());
-}
+using checks::check_float;  // csrc/common/tensor_checks.h
+using checks::check_long;
 
 void check_index_range(const at::Tensor& idx, int64_t n, const char* op, const char* name,
                        const char* bound, int nt) {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <tuple>
 
+#include "common/tensor_checks.h"
 #include "scatter_kernels.h"
 #include "symmetric_contraction_kernels.h"
 
@@ -18,23 +19,8 @@ constexpr const char* kFwd = "nnip_scale::symmetric_contraction";
 constexpr const char* kBwd = "nnip_scale::symmetric_contraction_backward";
 constexpr const char* kDbl = "nnip_scale::symmetric_contraction_double_backward";
 
-void check_float(const at::Tensor& t, const char* op, const char* name, int64_t dim,
-                 const at::Tensor& ref) {
-  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have the dtype of x (",
-              ref.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on the device of x (",
-              ref.device(), "), got ", t.device());
-}
-
-void check_long(const at::Tensor& t, const char* op, const char* name, const at::Tensor& ref) {
-  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on the device of x (",
-              ref.device(), "), got ", t.device());
-}
+using checks::check_float;  // csrc/common/tensor_checks.h
+using checks::check_long;
 
 // Contiguous tables + their consistency check; keeps the contiguous copies alive.
 struct Tables {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <tuple>
 
+#include "common/tensor_checks.h"
 #include "symmetric_contraction_kernels.h"
 
 namespace nnip_scale {
@@ -25,22 +26,8 @@ void check_launch(cudaError_t err, const char* op) {
               " (cudaErrorInvalidValue: x has too many rows for the shared-memory layout)");
 }
 
-void check_float(const at::Tensor& t, const char* op, const char* name, int64_t dim, const at::Tensor& ref) {
-  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have the dtype of x (",
-              ref.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on the device of x (", ref.device(),
-              "), got ", t.device());
-}
-
-void check_long(const at::Tensor& t, const char* op, const char* name, const at::Tensor& ref) {
-  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on the device of x (", ref.device(),
-              "), got ", t.device());
-}
+using checks::check_float;  // csrc/common/tensor_checks.h
+using checks::check_long;
 
 struct Tables {
   at::Tensor mono_parent, mono_var, row_ptr, entry_mono, entry_coeff, row_out, row_weight;
