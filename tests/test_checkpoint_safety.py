@@ -11,7 +11,6 @@ import pytest
 import torch
 from ase import Atoms
 
-from _emt_data import write_cual_emt  # tests/_emt_data.py
 from nnip_scale.calculator import NNIPCalculator, load_backbone
 from nnip_scale.checkpoint import CheckpointError
 from nnip_scale.cli import build_cli
@@ -67,8 +66,8 @@ def malicious(tmp_path: Path, marker: Path) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.fixture(scope="module")
-def cual(tmp_path_factory):
-    return write_cual_emt(tmp_path_factory.mktemp("cual") / "cual.extxyz", groups=6, per_group=4)
+def cual(emt_dataset):
+    return emt_dataset("cual", groups=6, per_group=4)
 
 
 def validate_args(data: Path, tmp_path: Path, ckpt: Path) -> list[str]:

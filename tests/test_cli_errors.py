@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from _emt_data import write_cu_emt  # tests/_emt_data.py
 from nnip_scale import cli
 
 
 @pytest.fixture(scope="module")
-def cu(tmp_path_factory):
-    return write_cu_emt(tmp_path_factory.mktemp("cu") / "cu.extxyz", groups=4, per_group=4, seed=0)
+def cu(emt_dataset):
+    return emt_dataset("cu", groups=4, per_group=4, seed=0)
 
 
 def base(data, tmp_path: Path) -> list[str]:

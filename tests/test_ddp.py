@@ -13,32 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
+
+from _emt_data import write_emt
 
 
 @pytest.fixture(scope="module")
 def emt_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp_data")
-    rng = np.random.default_rng(1)
-    frames = []
-    for g in range(10):
-        base = bulk("Cu", "fcc", a=3.6, cubic=True)
-        base.numbers[rng.random(len(base)) < 0.4] = 13
-        for k in range(9):  # 90 structures: the validation split does not divide evenly by 2 ranks
-            a = base.copy()
-            a.rattle(0.1, seed=int(rng.integers(1 << 30)))
-            a.calc = EMT()
-            e, f = a.get_potential_energy(), a.get_forces()
-            a.calc = SinglePointCalculator(a, energy=e, forces=f)
-            a.info["group"] = f"g{g}"
-            frames.append(a)
-    write(root / "emt.extxyz", frames, format="extxyz")
-    return root / "emt.extxyz"
+    # 90 structures (10 groups × 9): the validation split does not divide evenly by 2 ranks
+    return write_emt(tmp_path_factory.mktemp("ddp_data") / "emt.extxyz", groups=10, per_group=9, seed=1,
+                     rattle=0.1, al_fraction=0.4)
 
 
 def fit(data, out: Path, devices: int, batch_size: int):

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _emt_data import write_cu_emt  # tests/_emt_data.py
 from nnip_scale.cli import build_cli
 from nnip_scale.scaling.io import load_points
 from test_study import run_study, study_file
@@ -18,8 +17,8 @@ DEMO = Path(__file__).parent / "data" / "scaling" / "demo_ledgers"
 
 
 @pytest.fixture(scope="module")
-def cu(tmp_path_factory):
-    return write_cu_emt(tmp_path_factory.mktemp("div") / "cu.extxyz", groups=6, per_group=6, seed=0)
+def cu(emt_dataset):
+    return emt_dataset("cu", groups=6, per_group=6, seed=0)
 
 
 def test_a_diverging_run_stops_at_once_and_says_so(cu, tmp_path):
@@ -52,8 +51,8 @@ def test_the_fit_leaves_a_diverged_run_out_and_fits_the_rest(tmp_path):
     assert rows[0]["run_id"] in meta["diverged_runs"]
 
 
-def test_a_study_with_one_lr_far_too_high_still_reports(tmp_path):
-    data = write_cu_emt(tmp_path / "cu.extxyz", groups=20, per_group=10, seed=3)
+def test_a_study_with_one_lr_far_too_high_still_reports(emt_dataset, tmp_path):
+    data = emt_dataset("cu", groups=20, per_group=10, seed=3)
     path = study_file(tmp_path, data, [640], widths=(8,), archs=("mpnn", "mpnn_conservative"))
     cfg = yaml.safe_load(path.read_text())
     cfg["architectures"]["mpnn_conservative"]["lr"] = 1.0e6

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from _emt_data import write_cual_emt  # tests/_emt_data.py
 from nnip_scale.cli import build_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def emt_data(tmp_path_factory):
-    return write_cual_emt(tmp_path_factory.mktemp("emt_cli") / "emt.extxyz")
+def emt_data(emt_dataset):
+    return emt_dataset("cual")
 
 
 def cli_args(config: str, width: int, data, tmp_path, *extra: str, cutoff: float = 4.0) -> list[str]:

@@ -9,14 +9,13 @@ import torch
 from ase.build import bulk
 from ase.io import read, write
 
-from _emt_data import write_cual_emt  # tests/_emt_data.py
 from nnip_scale.calculator import NNIPCalculator
 from nnip_scale.cli import main
 
 CKPT = Path(__file__).parent / "data" / "checkpoints" / "mpnn_tiny_v0.ckpt"  # MPNN w8 d1 on EMT Cu/Al
 
 
-def test_predict_writes_unlabelled_structures_with_predictions(tmp_path):
+def test_predict_writes_unlabelled_structures_with_predictions(emt_dataset, tmp_path):
     rng = np.random.default_rng(0)
     frames = []
     for k in range(5):
@@ -26,7 +25,7 @@ def test_predict_writes_unlabelled_structures_with_predictions(tmp_path):
         frames.append(a)  # no calculator, no energy or forces
     new = tmp_path / "new.extxyz"
     write(new, frames, format="extxyz")
-    train = write_cual_emt(tmp_path / "train.extxyz", groups=4, per_group=2)
+    train = emt_dataset("cual", groups=4, per_group=2)
     args = ["predict", "--model.backbone", "MPNN", "--model.backbone.width", "8", "--model.backbone.depth", "1",
             "--model.backbone.cutoff", "4.0", "--model.backbone.max_atomic_number", "30",
             "--data.train", str(train), "--data.predict", str(new), "--data.cutoff", "4.0",
@@ -49,10 +48,10 @@ def test_predict_writes_unlabelled_structures_with_predictions(tmp_path):
         assert p.get_potential_energies().sum() == pytest.approx(p.get_potential_energy(), abs=1e-4)
 
 
-def test_predict_refuses_elements_the_model_never_saw(tmp_path, capsys):
+def test_predict_refuses_elements_the_model_never_saw(emt_dataset, tmp_path, capsys):
     new = tmp_path / "zn.extxyz"
     write(new, [bulk("Zn", "fcc", a=3.8, cubic=True)], format="extxyz")
-    train = write_cual_emt(tmp_path / "train.extxyz", groups=4, per_group=2)
+    train = emt_dataset("cual", groups=4, per_group=2)
     args = ["predict", "--model.backbone", "MPNN", "--model.backbone.width", "8", "--model.backbone.depth", "1",
             "--model.backbone.cutoff", "4.0", "--model.backbone.max_atomic_number", "30",
             "--data.train", str(train), "--data.predict", str(new), "--data.cutoff", "4.0",
@@ -63,7 +62,7 @@ def test_predict_refuses_elements_the_model_never_saw(tmp_path, capsys):
     assert not list((tmp_path / "runs").rglob("predictions.extxyz"))
 
 
-def test_an_interrupted_prediction_leaves_no_file(tmp_path, monkeypatch):
+def test_an_interrupted_prediction_leaves_no_file(emt_dataset, tmp_path, monkeypatch):
     from nnip_scale.training import predict
 
     def fail(*args, **kwargs):
@@ -71,7 +70,7 @@ def test_an_interrupted_prediction_leaves_no_file(tmp_path, monkeypatch):
 
     new = tmp_path / "new.extxyz"
     write(new, [bulk("Cu", "fcc", a=3.6, cubic=True)] * 3, format="extxyz")
-    train = write_cual_emt(tmp_path / "train.extxyz", groups=4, per_group=2)
+    train = emt_dataset("cual", groups=4, per_group=2)
     monkeypatch.setattr(predict.PredictionWriter, "write_on_batch_end", fail)
     args = ["predict", "--model.backbone", "MPNN", "--model.backbone.width", "8", "--model.backbone.depth", "1",
             "--model.backbone.cutoff", "4.0", "--model.backbone.max_atomic_number", "30",

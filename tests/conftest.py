@@ -1,0 +1,50 @@
+"""Shared fixtures and markers of the test suite.
+
+Markers (registered in pyproject.toml, ``[tool.pytest.ini_options]``):
+- ``gpu``: needs a CUDA device; skipped with a reason when torch sees none (CI has none).
+- ``slow``: takes more than ~20 s alone on a 2-core machine. CI runs everything; for a quick local
+  loop use ``pytest tests -m "not slow"``.
+Every test has a default timeout (``timeout`` in pyproject.toml, pytest-timeout), so a hang fails
+with a traceback instead of stalling CI.
+
+Fixtures:
+- ``emt_dataset(preset, groups, per_group, seed)``: the path of a small EMT-labelled extxyz dataset
+  (``tests/_emt_data.py``; presets ``cu``: 4-atom Cu cells, ``cual``: 8-atom Cu/Al cells), generated
+  once per session and arguments. Shared between tests: treat it as read-only (copy it to change it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from _emt_data import write_cu_emt, write_cual_emt
+
+_PRESETS = {"cu": write_cu_emt, "cual": write_cual_emt}
+
+
+@pytest.fixture(scope="session")
+def emt_dataset(tmp_path_factory):
+    cache: dict[tuple, Path] = {}
+
+    def make(preset: str = "cu", groups: int = 4, per_group: int = 4, seed: int = 0) -> Path:
+        if preset not in _PRESETS:
+            raise ValueError(f"emt_dataset: unknown preset {preset!r}; expected one of {sorted(_PRESETS)}")
+        key = (preset, groups, per_group, seed)
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"emt_{preset}_{groups}x{per_group}_s{seed}")
+            cache[key] = _PRESETS[preset](folder / f"{preset}.extxyz", groups=groups, per_group=per_group, seed=seed)
+        return cache[key]
+
+    return make
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marker 'gpu'); torch sees none")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
