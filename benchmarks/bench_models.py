@@ -10,7 +10,6 @@ reason printed).
 """
 
 import argparse
-import importlib
 import platform
 import statistics
 import time
@@ -21,6 +20,7 @@ import torch
 import yaml
 
 from nnip_scale.data import AtomsDataModule
+from nnip_scale.models import model_spec_from_config, resolve_model
 from nnip_scale.training import NNIPModule
 from nnip_scale.training.optim import is_schedule_free
 
@@ -33,20 +33,15 @@ def discover(config_dir: Path) -> list[tuple[str, type, dict, dict]]:
     """(config name, backbone class, backbone init_args, NNIPModule options) of each importable config."""
     found = []
     for path in sorted(config_dir.glob("*.yaml")):
-        model_cfg = (yaml.safe_load(path.read_text()) or {}).get("model", {})
-        backbone = model_cfg.get("backbone", {})
-        class_path = backbone.get("class_path")
-        if not class_path:
-            print(f"skip {path.name}: no model.backbone.class_path")
-            continue
-        module_name, _, cls_name = class_path.rpartition(".")
         try:
-            cls = getattr(importlib.import_module(module_name), cls_name)
-        except (ImportError, AttributeError) as err:
-            print(f"skip {path.name}: cannot import {class_path} ({err})")
+            class_path, init_args = model_spec_from_config(path)
+            cls = resolve_model(class_path)
+        except ValueError as err:
+            print(f"skip {path.name}: {err}")
             continue
+        model_cfg = (yaml.safe_load(path.read_text()) or {}).get("model", {})
         options = {k: v for k, v in model_cfg.items() if k != "backbone"}
-        found.append((path.stem, cls, dict(backbone.get("init_args", {})), options))
+        found.append((path.stem, cls, init_args, options))
     return found
 
 

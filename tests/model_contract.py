@@ -28,7 +28,8 @@ entry's ``extra_systems()``):
 - N as the ledger records it (``count_parameters``: trainable, without the element table);
 - every trainable parameter gets a nonzero gradient from the training loss;
 - ``init_config`` names every constructor argument and rebuilds (through the checkpoint registry)
-  a model that, with the same state_dict, gives bit-identical outputs;
+  a model that, with the same state_dict, gives bit-identical outputs, and returns what the model's
+  hand-written ``init_config()`` returned before the base class recorded the arguments;
 - backend parity: every other installed backend shares the state_dict and gives the torch values
   and parameter gradients, also on transformed inputs (``auto`` is checked against the torch
   reference copy in the FLOP test);
@@ -395,6 +396,35 @@ class ModelContract:
         batch = batch_from_atoms(self.systems(), model.cutoff)
         ref, out = model(batch), rebuilt(batch)
         assert ref.keys() == out.keys() and all(torch.equal(ref[k], out[k]) for k in ref)
+        cfg.clear()  # a copy: the caller cannot change what the model records
+        assert model.init_config() == rebuilt.init_config()
+
+    def test_init_config_as_the_hand_written_one_returned(self):
+        """The recorded ``init_config()`` equals, in values, types and order, what the model's
+        hand-written ``init_config()`` returned before issue 14 (``tests/data/checkpoints/init_configs_v1.json``,
+        written by that code: defaults, non-default arguments, arguments the constructor resolves, MACE's
+        ``elements: auto`` before and after its statistics), so checkpoints and μP rebuilds see the same
+        arguments. Models newer than that file have nothing to compare with."""
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        from nnip_scale.models import build, resolve_model
+
+        cls = type(self.make_model())
+        entries = json.loads((Path(__file__).parent / "data" / "checkpoints" / "init_configs_v1.json").read_text())
+        mine = [e for e in entries if resolve_model(e["class_path"]) is cls]
+        if not mine:
+            pytest.skip(f"{cls.__name__} has no init_config recorded before issue 14")
+        for entry in mine:
+            kwargs = {k: v for k, v in entry["kwargs"].items() if k != "statistics"}
+            model = build(entry["class_path"], kwargs)
+            if "statistics" in entry["kwargs"]:
+                model.set_statistics(SimpleNamespace(elements=entry["kwargs"]["statistics"],
+                                                     element_energies=np.zeros(119), force_rms=1.0,
+                                                     avg_num_neighbors=5.0))
+            got, expected = model.init_config(), entry["init_config"]
+            assert list(got.items()) == list(expected.items()), entry["kwargs"]
+            assert [type(v) for v in got.values()] == [type(v) for v in expected.values()], entry["kwargs"]
 
     def test_direct_forces_reject_stress(self):
         with pytest.raises(ValueError, match="compute_stress=True needs forces='conservative'"):

@@ -6,7 +6,7 @@ import torch
 
 from batch_utils import FakeStats
 from model_contract import O3, ModelContract
-from nnip_scale.models.egnn import MCEGNN
+from nnip_scale.models.mc_egnn import MCEGNN
 
 
 def make_model(**kw):
@@ -49,5 +49,21 @@ def test_vector_channels_default():
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="vector_channels must be >= 1, got 0"):
         MCEGNN(width=8, depth=1, vector_channels=0)
-    with pytest.raises(ValueError, match="width and depth must be >= 1, got width=8, depth=0"):
+    with pytest.raises(ValueError, match="MCEGNN: width and depth must be ints >= 1, got width=8, depth=0"):
         MCEGNN(width=8, depth=0)
+
+
+def test_old_module_name_still_works():
+    """``nnip_scale.models.egnn`` (the module before issue 14) re-exports the same class, with a
+    deprecation warning; its class path still names a registered model (old checkpoints and configs)."""
+    import importlib
+    import sys
+
+    from nnip_scale.models import registered_model, resolve_model
+
+    sys.modules.pop("nnip_scale.models.egnn", None)
+    with pytest.warns(DeprecationWarning, match="nnip_scale.models.mc_egnn"):
+        old = importlib.import_module("nnip_scale.models.egnn")
+    assert old.MCEGNN is MCEGNN and old.EGNNLayer is old.MCEGNNLayer
+    assert registered_model("nnip_scale.models.egnn.MCEGNN") is MCEGNN
+    assert resolve_model("nnip_scale.models.egnn.MCEGNN") is MCEGNN

@@ -109,8 +109,8 @@ def test_width_scaling_for_mup():
     from nnip_scale.training.mup import classify_parameters
 
     roles = classify_parameters(m, base_width=6)
-    assert roles["blocks.0.conv1.w0"].kind == "hidden" and roles["blocks.0.conv1.wm.0"].kind == "hidden"
-    assert roles["blocks.0.radial.0.weight"].kind == "input" and roles["energy_head.2.weight"].kind == "output"
+    assert roles["layers.0.conv1.w0"].kind == "hidden" and roles["layers.0.conv1.wm.0"].kind == "hidden"
+    assert roles["layers.0.radial.0.weight"].kind == "input" and roles["energy_head.2.weight"].kind == "output"
 
 
 def test_bad_arguments_are_clear_errors():
@@ -118,7 +118,7 @@ def test_bad_arguments_are_clear_errors():
         ESEN(lmax=7)
     with pytest.raises(ValueError, match="mmax must be an int in 0..lmax=2, got 3"):
         ESEN(lmax=2, mmax=3)
-    with pytest.raises(ValueError, match="width and depth must be >= 1, got width=8, depth=0"):
+    with pytest.raises(ValueError, match="ESEN: width and depth must be ints >= 1, got width=8, depth=0"):
         ESEN(width=8, depth=0)
 
 
@@ -134,7 +134,7 @@ def test_forward_flops_match_the_hot_op_estimate():
              for k, v in batch_from_atoms([*standard_systems(), axis_molecule()], CUTOFF).items()}
     E, A = batch["n_edges"], batch["n_atoms"]
     rows, K = len(so2_layout(L, M)), (L + 1) ** 2
-    blk = model.blocks[0]
+    blk = model.layers[0]
     hot = (
         flops("so2_rotate_in", (A, K, W), (E, rows, K), (E,), (E,))
         + flops("so2_conv", (E, rows, 2 * W), None, blk.conv1.w0.shape, [w.shape for w in blk.conv1.wm])

@@ -6,7 +6,7 @@ import torch
 from numpy.polynomial import legendre
 from scipy.spatial.transform import Rotation
 
-from nnip_scale.nn.wigner import edge_rotation, num_components, spherical_harmonics, wigner_d
+from nnip_scale.nn.wigner import edge_rotation, num_components, spherical_harmonics_orthonormal, wigner_d
 
 LMAX = 6
 TOL = 1e-10
@@ -37,7 +37,7 @@ def test_harmonics_addition_theorem_and_low_degree_forms():
     """Σ_m Y_ℓm(u)·Y_ℓm(v) = (2ℓ+1)/(4π)·P_ℓ(u·v) for every ℓ ≤ 6 (normalisation and completeness
     of each degree), and the explicit ℓ = 1 order (y, z, x)·sqrt(3/4π)."""
     u, v = units(20, 0), units(20, 1)
-    yu, yv = spherical_harmonics(u, LMAX), spherical_harmonics(v, LMAX)
+    yu, yv = spherical_harmonics_orthonormal(u, LMAX), spherical_harmonics_orthonormal(v, LMAX)
     assert yu.shape == (20, num_components(LMAX))
     cos = (u * v).sum(-1).numpy()
     for ell in range(LMAX + 1):
@@ -48,7 +48,7 @@ def test_harmonics_addition_theorem_and_low_degree_forms():
     c1 = np.sqrt(3 / (4 * np.pi))
     np.testing.assert_allclose(yu[:, 1:4].numpy(), c1 * u[:, [1, 2, 0]].numpy(), rtol=0, atol=1e-14)
     # the real harmonics at ẑ: only the m = 0 components are non-zero
-    yz = spherical_harmonics(Z, LMAX)
+    yz = spherical_harmonics_orthonormal(Z, LMAX)
     m0 = [ell * ell + ell for ell in range(LMAX + 1)]
     np.testing.assert_allclose(yz[m0].numpy(), np.sqrt((2 * np.arange(LMAX + 1) + 1) / (4 * np.pi)), atol=1e-14)
     assert float(yz.abs().sum() - yz[m0].abs().sum()) < 1e-14
@@ -76,8 +76,8 @@ def test_wigner_is_a_representation_and_orthogonal():
 def test_wigner_acts_on_harmonics():
     """Y(R x) = D(R) Y(x) (the defining property) for random rotations and directions."""
     rot, x = rotations(10, 3), units(10, 4)
-    lhs = spherical_harmonics(torch.einsum("nij,nj->ni", rot, x), LMAX)
-    rhs = torch.einsum("nab,nb->na", wigner_d(rot, LMAX), spherical_harmonics(x, LMAX))
+    lhs = spherical_harmonics_orthonormal(torch.einsum("nij,nj->ni", rot, x), LMAX)
+    rhs = torch.einsum("nab,nb->na", wigner_d(rot, LMAX), spherical_harmonics_orthonormal(x, LMAX))
     assert float((lhs - rhs).abs().max()) < TOL
 
 
@@ -90,8 +90,8 @@ def test_edge_rotation_maps_every_direction_to_the_axis():
     assert float((torch.linalg.det(rot) - 1).abs().max()) < 1e-14  # proper rotations
     assert float((torch.einsum("nij,nj->ni", rot, u) - Z).abs().max()) < 1e-14
     # D of the edge rotation maps Y(r̂) to Y(ẑ), for every degree
-    yd = torch.einsum("nab,nb->na", wigner_d(rot, LMAX), spherical_harmonics(u, LMAX))
-    assert float((yd - spherical_harmonics(Z, LMAX)).abs().max()) < TOL
+    yd = torch.einsum("nab,nb->na", wigner_d(rot, LMAX), spherical_harmonics_orthonormal(u, LMAX))
+    assert float((yd - spherical_harmonics_orthonormal(Z, LMAX)).abs().max()) < TOL
 
 
 def _wigner_of_vector(v):
@@ -137,10 +137,20 @@ def test_selected_rows_match_the_full_matrix():
 
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="lmax must be an int in 0..6, got 7"):
-        spherical_harmonics(Z, 7)
+        spherical_harmonics_orthonormal(Z, 7)
     with pytest.raises(ValueError, match=r"expected vectors \[..., 3\], got shape \(4,\)"):
-        spherical_harmonics(torch.zeros(4), 2)
+        spherical_harmonics_orthonormal(torch.zeros(4), 2)
     with pytest.raises(ValueError, match=r"expected rotations \[..., 3, 3\], got shape \(2, 3\)"):
         wigner_d(torch.zeros(2, 3), 2)
     with pytest.raises(ValueError, match="expected unit vectors"):
         edge_rotation(torch.zeros(5, 2))
+
+
+def test_deprecated_name_gives_the_same_harmonics():
+    """``spherical_harmonics`` (the name before issue 14) still works, warns, and is the orthonormal set."""
+    from nnip_scale.nn import wigner
+
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(DeprecationWarning, match="spherical_harmonics_orthonormal"):
+        old = wigner.spherical_harmonics(x, 3)
+    assert torch.equal(old, spherical_harmonics_orthonormal(x, 3))

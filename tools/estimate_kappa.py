@@ -12,8 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import yaml
-
 
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -22,12 +20,14 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def _load_model_config(path: str) -> tuple[str, dict]:
-    cfg = yaml.safe_load(Path(path).read_text())
+    from nnip_scale.models import model_spec_from_config, resolve_model
+
     try:
-        backbone = cfg["model"]["backbone"]
-        return backbone["class_path"], dict(backbone.get("init_args") or {})
-    except (KeyError, TypeError) as err:
-        raise SystemExit(f"{path}: expected model.backbone.class_path (and init_args), as in configs/model/mpnn.yaml") from err
+        class_path, init_args = model_spec_from_config(path)
+        resolve_model(class_path)  # a bad class path fails here, before any data are read
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    return class_path, init_args
 
 
 def main(argv=None) -> int:
@@ -50,8 +50,9 @@ def main(argv=None) -> int:
     import torch
 
     from nnip_scale.data import AtomsDataModule
+    from nnip_scale.models import build
     from nnip_scale.scaling.plots import arch_style
-    from nnip_scale.training.kappa import build_model, fit_kappa, measure_point
+    from nnip_scale.training.kappa import fit_kappa, measure_point
 
     torch.manual_seed(0)
     results, models = {}, [_load_model_config(m) for m in args.model]
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
         batches = [b for _, b in zip(range(args.batches), loader)]
         points = []
         for w in args.widths:
-            model = build_model(class_path, init_args, w, dm.statistics)
+            model = build(class_path, init_args, width=w, backend="torch")  # FLOPs are counted on torch
+            model.set_statistics(dm.statistics)
             arch = model.arch_label()  # the label the ledger and the study report use
             points.append(measure_point(arch, model, batches))
             pt = points[-1]

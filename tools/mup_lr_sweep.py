@@ -17,7 +17,6 @@ With ``--model-config`` the backbone class and its ``init_args`` come from the c
 """
 
 import argparse
-import importlib
 import math
 import sys
 import time
@@ -25,10 +24,9 @@ from datetime import date
 from pathlib import Path
 
 import torch
-import yaml
 
 from nnip_scale.data import AtomsDataModule
-from nnip_scale.models import MPNN
+from nnip_scale.models import MPNN, model_spec_from_config, resolve_model
 from nnip_scale.training import NNIPModule
 from nnip_scale.training.optim import is_schedule_free
 
@@ -40,14 +38,12 @@ def load_backbone_spec(path: str | None) -> tuple[type, dict, str]:
     if path is None:
         return MPNN, {"depth": 3, "cutoff": 5.0}, "MPNN depth 3"
     try:
-        spec = yaml.safe_load(Path(path).read_text())["model"]["backbone"]
-        module, _, name = spec["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ImportError, AttributeError) as err:
-        raise SystemExit(f"{path}: expected a model config with model.backbone.class_path and init_args "
-                         f"(like configs/model/mace.yaml): {err}") from err
-    init = {k: v for k, v in (spec.get("init_args") or {}).items() if k != "width"}
-    return cls, init, f"{name} from `{path}`"
+        class_path, init_args = model_spec_from_config(path)
+        cls = resolve_model(class_path)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    init = {k: v for k, v in init_args.items() if k != "width"}
+    return cls, init, f"{cls.__name__} from `{path}`"
 
 
 def run(dm, cls, init: dict, width: int, lr: float, base_width: int | None, steps: int, val_batches: int,

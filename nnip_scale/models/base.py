@@ -1,20 +1,35 @@
-"""The base class every backbone derives from: statistics buffers, edge vectors, outputs.
+"""The base class every backbone derives from: statistics buffers, edge geometry, constructor
+arguments, outputs.
 
 A backbone is a plain ``nn.Module``: the batch dict of ``docs/conventions.md`` in, a dict with
 ``energy`` [S] (eV), ``forces`` [A,3] (eV/Å) and, when asked, ``stress`` [S,3,3] (eV/Å³) out.
 Subclasses implement :meth:`atomic_outputs`; this class turns its per-atom energies into
 total energies (adding per-element reference energies) and provides conservative forces
 (−∂E/∂r) and stress ((1/V)·∂E/∂ε) when the model is configured for them.
+
+What every model shares lives here, once: the recorded constructor arguments (:meth:`init_config`,
+which checkpoints and μP rebuilds use: every subclass's ``__init__`` is wrapped so that its bound
+arguments, defaults included, are recorded before its body runs), the width/depth checks, the radial
+basis and envelope (:meth:`init_edge_basis`) and the per-edge geometry (:meth:`edge_geometry`), and
+the state_dict keys of renamed submodules (:attr:`PotentialModel.renamed_submodules`), so checkpoints
+written before a rename still load.
 """
 
 import abc
 import contextlib
+import copy
+import functools
+import inspect
+import numbers
+import types
+import typing
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
 
+from nnip_scale.nn import BesselBasis, PolynomialEnvelope
 from nnip_scale.ops import scatter_sum
 
 ForceMode = Literal["direct", "conservative"]
@@ -41,6 +56,72 @@ def element_symbols(zs: Iterable[int]) -> str:
     return ", ".join(element_symbol(z) for z in zs)
 
 
+class EdgeGeometry(NamedTuple):
+    """Per-edge quantities every model builds from r_ij (:meth:`PotentialModel.edge_geometry`)."""
+
+    #: |r_ij| [E] (Å)
+    distance: torch.Tensor
+    #: r̂_ij = r_ij/|r_ij| [E,3] (``None`` when not asked for)
+    unit: torch.Tensor | None
+    #: radial basis of |r_ij| [E, num_radial] (``radial_basis``)
+    rbf: torch.Tensor
+    #: cutoff envelope u(|r_ij|) [E] in [0, 1] (``envelope``)
+    envelope: torch.Tensor
+    #: 1/⟨n⟩, the inverse mean neighbour count of the training data (scalar tensor)
+    inv_avg_neighbors: torch.Tensor
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as the plain type its annotation ``hint`` names where that is lossless: an integer for
+    a ``float`` argument becomes a float (``cutoff: 5`` → ``5.0``), an integral number for an ``int``
+    argument an ``int``, 0/1 for a ``bool`` argument a bool. Anything else is kept as given."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if isinstance(value, bool) or value is None:
+        return value
+    if float in options and int not in options and isinstance(value, numbers.Integral):
+        return float(value)
+    if int in options and isinstance(value, numbers.Integral):
+        return int(value)
+    if bool in options and isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    return value
+
+
+def _recording_init(init):
+    """Wrap a model's ``__init__`` so that the outermost call records its bound arguments (defaults
+    applied, ``**kwargs`` flattened) in ``_init_args`` before the body runs. ``functools.wraps`` keeps
+    the signature, annotations and docstring (LightningCLI, the checkpoint loader and
+    ``inspect.signature`` see the model's own arguments)."""
+    signature = inspect.signature(init)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()):
+        raise TypeError(f"{init.__qualname__}: a PotentialModel's constructor cannot take *args; expected "
+                        f"arguments that init_config() can record by name")
+    hints: dict[str, Any] | None = None
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        nonlocal hints
+        if type(self).__init__ is __init__:  # the outermost constructor: record its arguments
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            if hints is None:
+                try:
+                    hints = typing.get_type_hints(init)
+                except (NameError, TypeError, AttributeError):  # an annotation that does not resolve: as given
+                    hints = {}
+            record: dict[str, Any] = {}
+            for name, param in list(signature.parameters.items())[1:]:
+                value = bound.arguments[name]
+                if param.kind is inspect.Parameter.VAR_KEYWORD:
+                    record.update(value)
+                else:
+                    record[name] = _coerce(value, hints.get(name))
+            object.__setattr__(self, "_init_args", record)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
 class PotentialModel(nn.Module, abc.ABC):
     """Base class of the interatomic-potential backbones.
 
@@ -50,6 +131,8 @@ class PotentialModel(nn.Module, abc.ABC):
         forces: ``"direct"`` (a force head, as in the paper) or ``"conservative"`` (−∂E/∂r).
         compute_stress: also return the stress of periodic structures (conservative only).
         backend: ``nnip_scale.ops`` backend for the hot ops (auto|torch|native|pyg|cueq).
+        width, depth: the model's size knob W and its number of layers, checked (ints ≥ 1) and kept as
+            ``self.width``/``self.depth`` (a model without them passes neither).
     """
 
     #: whether the model reads the batch's ``charge`` and ``spin`` (none of the built-in models does;
@@ -60,6 +143,14 @@ class PotentialModel(nn.Module, abc.ABC):
     #: inside :meth:`unseen_elements_allowed`: a model with per-element parameters evaluates atoms
     #: of elements it has none for instead of refusing them
     unseen_elements_ok: bool = False
+    #: state_dict key prefixes of submodules renamed since checkpoints were written, old → new (e.g.
+    #: ``{"radial.": "radial_basis."}``): a state_dict with the old keys loads (:meth:`_load_from_state_dict`)
+    renamed_submodules: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_init(cls.__dict__["__init__"])
 
     def __init__(
         self,
@@ -69,8 +160,15 @@ class PotentialModel(nn.Module, abc.ABC):
         forces: ForceMode,
         compute_stress: bool,
         backend: str,
+        width: int | None = None,
+        depth: int | None = None,
     ):
         super().__init__()
+        if width is not None or depth is not None:
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in (width, depth)):
+                raise ValueError(f"{type(self).__name__}: width and depth must be ints >= 1, got width={width!r}, "
+                                 f"depth={depth!r}")
+            self.width, self.depth = int(width), int(depth)
         if forces not in ("direct", "conservative"):
             raise ValueError(f"forces must be 'direct' or 'conservative', got {forces!r}")
         if compute_stress and forces != "conservative":
@@ -90,6 +188,57 @@ class PotentialModel(nn.Module, abc.ABC):
         self.register_buffer("force_scale", torch.ones(()))
         self.register_buffer("avg_num_neighbors", torch.ones(()))
         self.register_buffer("statistics_set", torch.zeros((), dtype=torch.bool))
+        for name, value in (("cutoff", self.cutoff), ("max_atomic_number", self.max_atomic_number),
+                            ("forces", self.force_mode), ("compute_stress", self.compute_stress)):
+            self.record_init_arg(name, value)
+
+    # ------------------------------------------------------------------ constructor arguments
+    def init_config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this model (saved in checkpoints, used by μP rebuilds):
+        every argument the model was built with, defaults included, as the model resolved it
+        (:meth:`record_init_arg`, e.g. MCEGNN's ``vector_channels: null`` → its channel count, MACE's
+        ``elements: auto`` → the learnt list). ``type(self)(**init_config())`` rebuilds the model."""
+        if "_init_args" not in self.__dict__:
+            raise TypeError(f"{type(self).__name__} has no recorded constructor arguments; expected a "
+                            f"PotentialModel built through its constructor")
+        return copy.deepcopy(self._init_args)
+
+    def record_init_arg(self, name: str, value: Any) -> None:
+        """Record the resolved value of constructor argument ``name`` (what :meth:`init_config` returns
+        for it), e.g. a default computed from other arguments or a list learnt from the training data.
+        An argument the outermost constructor does not take (a subclass fixed it) is not recorded."""
+        recorded = self.__dict__.get("_init_args")
+        if recorded is not None and name in recorded:
+            recorded[name] = copy.deepcopy(value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Rename the keys of :attr:`renamed_submodules` (old checkpoints) before loading."""
+        for old, new in self.renamed_submodules.items():
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                renamed = prefix + new + key[len(prefix + old):]
+                if renamed not in state_dict:
+                    state_dict[renamed] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ edge geometry
+    def init_edge_basis(self, num_radial: int, envelope_order: int) -> None:
+        """The radial basis ``self.radial_basis`` (``num_radial`` Bessel functions of |r_ij|) and the
+        cutoff envelope ``self.envelope`` (order ``envelope_order``) over ``self.cutoff``."""
+        self.num_radial, self.envelope_order = num_radial, envelope_order
+        self.radial_basis = BesselBasis(self.cutoff, num_radial)
+        self.envelope = PolynomialEnvelope(self.cutoff, envelope_order)
+
+    def edge_geometry(self, edge_vec: torch.Tensor, unit: bool = True) -> EdgeGeometry:
+        """|r_ij|, r̂_ij (if ``unit``), the radial basis, the envelope and 1/⟨n⟩ of edge vectors
+        [E, 3] (needs :meth:`init_edge_basis`)."""
+        dist = torch.linalg.vector_norm(edge_vec, dim=-1)
+        return EdgeGeometry(
+            distance=dist,
+            unit=edge_vec / dist.unsqueeze(-1) if unit else None,
+            rbf=self.radial_basis(dist),
+            envelope=self.envelope(dist),
+            inv_avg_neighbors=1.0 / self.avg_num_neighbors,
+        )
 
     # ------------------------------------------------------------------ statistics
     def set_statistics(self, stats: Any) -> None:
@@ -164,10 +313,6 @@ class PotentialModel(nn.Module, abc.ABC):
 
     def label_stem(self) -> str:
         return type(self).__name__.lower()
-
-    @abc.abstractmethod
-    def init_config(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this model (saved in checkpoints)."""
 
     # ------------------------------------------------------------------ geometry
     @staticmethod

@@ -26,13 +26,14 @@ harmonics to Cartesian (x, y, z). **SO(3) only**: the complex-pair couplings and
 parity, so mirror images are not treated alike (tested).
 """
 
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from nnip_scale.models.base import ForceMode, PotentialModel
-from nnip_scale.nn import MLP, BesselBasis, PolynomialEnvelope
+from nnip_scale.models.registry import register_model
+from nnip_scale.nn import MLP
 from nnip_scale.nn.so3 import SO2Convolution, SO3LayerNorm, SO3Linear, gate
 from nnip_scale.nn.wigner import MAX_DEGREE, edge_rotation, num_components, wigner_d, wigner_projector
 from nnip_scale.ops import so2_layout, so2_rotate_in, so2_rotate_out_scatter
@@ -41,7 +42,7 @@ from nnip_scale.ops import so2_layout, so2_rotate_in, so2_rotate_out_scatter
 _L1_TO_XYZ = [2, 0, 1]
 
 
-class ESENBlock(nn.Module):
+class ESENLayer(nn.Module):
     """One eSEN block (module docstring): x [A, K, W] -> x [A, K, W]."""
 
     def __init__(self, lmax: int, mmax: int, width: int, num_radial: int, backend: str):
@@ -86,12 +87,17 @@ class ESENBlock(nn.Module):
         return x + out
 
 
+#: the layer's name before issue 14
+ESENBlock = ESENLayer
+
+
+@register_model(aliases=("nnip_scale.models.ESEN",))
 class ESEN(PotentialModel):
     """eSEN-style SO(3)-equivariant potential with SO(2) edge convolutions.
 
     Args:
         width: channels W per spherical component (the size knob of the scaling study).
-        depth: number of blocks.
+        depth: number of blocks (``layers``).
         lmax: largest degree L of the atom features (1..6).
         mmax: largest |m| kept in the edge frame (0..lmax).
         cutoff: radial cutoff (Å).
@@ -103,40 +109,25 @@ class ESEN(PotentialModel):
         backend: ``nnip_scale.ops`` backend of the edge ops (auto|torch|native|pyg|cueq).
     """
 
+    #: before issue 14 the Bessel basis was ``radial`` and the blocks ``blocks`` (checkpoints of before load)
+    renamed_submodules: ClassVar[dict[str, str]] = {"radial.": "radial_basis.", "blocks.": "layers."}
+
     def __init__(
-        self,
-        width: int = 32,
-        depth: int = 2,
-        lmax: int = 2,
-        mmax: int = 1,
-        cutoff: float = 5.0,
-        num_radial: int = 16,
-        envelope_order: int = 6,
-        max_atomic_number: int = 100,
-        forces: ForceMode = "direct",
-        compute_stress: bool = False,
-        backend: str = "auto",
+        self, width: int = 32, depth: int = 2, lmax: int = 2, mmax: int = 1, cutoff: float = 5.0,
+        num_radial: int = 16, envelope_order: int = 6, max_atomic_number: int = 100, forces: ForceMode = "direct",
+        compute_stress: bool = False, backend: str = "auto",
     ):
-        super().__init__(
-            cutoff=cutoff,
-            max_atomic_number=max_atomic_number,
-            forces=forces,
-            compute_stress=compute_stress,
-            backend=backend,
-        )
-        if width < 1 or depth < 1:
-            raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
+        super().__init__(cutoff=cutoff, max_atomic_number=max_atomic_number, forces=forces,
+                         compute_stress=compute_stress, backend=backend, width=width, depth=depth)
         if not isinstance(lmax, int) or not 1 <= lmax <= MAX_DEGREE:
             raise ValueError(f"lmax must be an int in 1..{MAX_DEGREE}, got {lmax!r}")
         if not isinstance(mmax, int) or not 0 <= mmax <= lmax:
             raise ValueError(f"mmax must be an int in 0..lmax={lmax}, got {mmax!r}")
-        self.width, self.depth, self.lmax, self.mmax = width, depth, lmax, mmax
-        self.num_radial, self.envelope_order = num_radial, envelope_order
+        self.lmax, self.mmax = lmax, mmax
         self.embedding = nn.Embedding(self.max_atomic_number + 1, width)
-        self.radial = BesselBasis(cutoff, num_radial)
-        self.envelope = PolynomialEnvelope(cutoff, envelope_order)
+        self.init_edge_basis(num_radial, envelope_order)
         self.degree_embedding = MLP([num_radial + 2 * width, width, (lmax + 1) * width])
-        self.blocks = nn.ModuleList(ESENBlock(lmax, mmax, width, num_radial, backend) for _ in range(depth))
+        self.layers = nn.ModuleList(ESENLayer(lmax, mmax, width, num_radial, backend) for _ in range(depth))
         self.norm_out = SO3LayerNorm(lmax, width)
         self.energy_head = MLP([(lmax + 1) * width, width, 1])
         self.force_head = nn.Linear(width, 1, bias=False) if forces == "direct" else None
@@ -149,31 +140,12 @@ class ESEN(PotentialModel):
     def label_stem(self) -> str:
         return f"esen_l{self.lmax}" + (f"_m{self.mmax}" if self.mmax != self.lmax else "")
 
-    def init_config(self) -> dict[str, Any]:
-        return dict(
-            width=self.width,
-            depth=self.depth,
-            lmax=self.lmax,
-            mmax=self.mmax,
-            cutoff=self.cutoff,
-            num_radial=self.num_radial,
-            envelope_order=self.envelope_order,
-            max_atomic_number=self.max_atomic_number,
-            forces=self.force_mode,
-            compute_stress=self.compute_stress,
-            backend=self.backend,
-        )
-
     def atomic_outputs(self, batch: dict, edge_vec: torch.Tensor):
-        z = batch["atomic_numbers"]
-        dist = torch.linalg.vector_norm(edge_vec, dim=-1)
-        unit = edge_vec / dist.unsqueeze(-1)
+        g = self.edge_geometry(edge_vec)
+        rbf, envelope, inv_avg = g.rbf, g.envelope, g.inv_avg_neighbors
         projector = (self.wigner_points, self.wigner_projector, self.wigner_mask)
-        wigner = wigner_d(edge_rotation(unit), self.lmax, rows=self.edge_rows, projector=projector)  # [E,R,K]
-        rbf = self.radial(dist)
-        envelope = self.envelope(dist)
-        inv_avg = 1.0 / self.avg_num_neighbors
-        h0 = self.embedding(z)
+        wigner = wigner_d(edge_rotation(g.unit), self.lmax, rows=self.edge_rows, projector=projector)  # [E,R,K]
+        h0 = self.embedding(batch["atomic_numbers"])
         x = torch.cat([h0.unsqueeze(1), h0.new_zeros(h0.shape[0], num_components(self.lmax) - 1, self.width)], 1)
         # edge-degree embedding: m = 0 edge-frame coefficients from (rbf, Z_i, Z_j), rotated back,
         # so every degree is populated before the first block (its m > 0 weights see signal)
@@ -182,8 +154,8 @@ class ESEN(PotentialModel):
         psi = self.degree_embedding(torch.cat([rbf, h0[i], h0[j]], dim=-1)).view(-1, n0, self.width)
         psi = psi * envelope.view(-1, 1, 1)
         x = x + so2_rotate_out_scatter(psi, wigner[:, :n0], i, x.shape[0], backend=self.backend) * inv_avg
-        for block in self.blocks:
-            x = block(x, wigner, batch["edge_index"], rbf, envelope, inv_avg)
+        for layer in self.layers:
+            x = layer(x, wigner, batch["edge_index"], rbf, envelope, inv_avg)
         h = self.norm_out(x)
         sq_norms = (h[:, 1:].square().transpose(1, 2) @ self.norm_out.degree_onehot).transpose(1, 2)  # [A, L, W]
         energy = self.energy_head(torch.cat([h[:, 0], sq_norms.flatten(1)], dim=-1)).squeeze(-1)

@@ -47,13 +47,14 @@ interaction graph, per-block output heads and the larger embedding cutoff (one e
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from nnip_scale.models.base import ForceMode, PotentialModel
-from nnip_scale.nn import MLP, BesselBasis, PolynomialEnvelope
+from nnip_scale.models.registry import register_model
+from nnip_scale.nn import MLP, PolynomialEnvelope
 from nnip_scale.ops import basis_scatter, interaction_index, scatter_sum
 
 
@@ -135,6 +136,7 @@ class GemNetOCLayer(nn.Module):
         return h, m
 
 
+@register_model(aliases=("nnip_scale.models.GemNetOC",))
 class GemNetOC(PotentialModel):
     """GemNet-OC-style invariant potential with triplet and quadruplet interactions.
 
@@ -157,33 +159,18 @@ class GemNetOC(PotentialModel):
         backend: ``nnip_scale.ops`` backend of the scatters and index construction.
     """
 
+    #: the Bessel basis was ``radial`` before it became ``radial_basis`` (checkpoints of before load)
+    renamed_submodules: ClassVar[dict[str, str]] = {"radial.": "radial_basis."}
+
     def __init__(
-        self,
-        width: int = 44,
-        depth: int = 2,
-        cutoff: float = 5.0,
-        quadruplet_cutoff: float = 3.0,
-        quadruplet_max_neighbors: int | None = None,
-        num_radial: int = 16,
-        num_spherical: int = 7,
-        quadruplet_lmax: int = 2,
-        triplet_fraction: float = 0.5,
-        quadruplet_fraction: float = 0.25,
-        envelope_order: int = 6,
-        max_atomic_number: int = 100,
-        forces: ForceMode = "direct",
-        compute_stress: bool = False,
-        backend: str = "auto",
+        self, width: int = 44, depth: int = 2, cutoff: float = 5.0, quadruplet_cutoff: float = 3.0,
+        quadruplet_max_neighbors: int | None = None, num_radial: int = 16, num_spherical: int = 7,
+        quadruplet_lmax: int = 2, triplet_fraction: float = 0.5, quadruplet_fraction: float = 0.25,
+        envelope_order: int = 6, max_atomic_number: int = 100, forces: ForceMode = "direct",
+        compute_stress: bool = False, backend: str = "auto",
     ):
-        super().__init__(
-            cutoff=cutoff,
-            max_atomic_number=max_atomic_number,
-            forces=forces,
-            compute_stress=compute_stress,
-            backend=backend,
-        )
-        if not isinstance(width, int) or not isinstance(depth, int) or width < 1 or depth < 1:
-            raise ValueError(f"width and depth must be ints >= 1, got width={width!r}, depth={depth!r}")
+        super().__init__(cutoff=cutoff, max_atomic_number=max_atomic_number, forces=forces,
+                         compute_stress=compute_stress, backend=backend, width=width, depth=depth)
         if not 0 < quadruplet_cutoff <= cutoff:
             raise ValueError(
                 f"quadruplet_cutoff must be in (0, cutoff={cutoff}] Å (the quadruplet edges are a subset of "
@@ -201,18 +188,15 @@ class GemNetOC(PotentialModel):
         for name, frac in (("triplet_fraction", triplet_fraction), ("quadruplet_fraction", quadruplet_fraction)):
             if not 0 < frac <= 4:
                 raise ValueError(f"{name} must be in (0, 4], got {frac}")
-        self.width, self.depth = width, depth
         self.quadruplet_cutoff = float(quadruplet_cutoff)
         self.quadruplet_max_neighbors = quadruplet_max_neighbors
-        self.num_radial, self.num_spherical, self.quadruplet_lmax = num_radial, num_spherical, quadruplet_lmax
+        self.num_spherical, self.quadruplet_lmax = num_spherical, quadruplet_lmax
         self.triplet_fraction, self.quadruplet_fraction = float(triplet_fraction), float(quadruplet_fraction)
-        self.envelope_order = envelope_order
         self.triplet_width = math.ceil(self.triplet_fraction * width)
         self.quadruplet_width = math.ceil(self.quadruplet_fraction * width)
         self.quad_basis_size = (quadruplet_lmax + 1) * (quadruplet_lmax + 2) // 2
         self.embedding = nn.Embedding(self.max_atomic_number + 1, width)
-        self.radial = BesselBasis(cutoff, num_radial)
-        self.envelope = PolynomialEnvelope(cutoff, envelope_order)
+        self.init_edge_basis(num_radial, envelope_order)
         self.quad_envelope = PolynomialEnvelope(self.quadruplet_cutoff, envelope_order)
         self.edge_embedding = nn.Linear(2 * width + num_radial, width)
         self.layers = nn.ModuleList(
@@ -226,29 +210,10 @@ class GemNetOC(PotentialModel):
     def label_stem(self) -> str:
         return "gemnet_oc"
 
-    def init_config(self) -> dict[str, Any]:
-        return dict(
-            width=self.width,
-            depth=self.depth,
-            cutoff=self.cutoff,
-            quadruplet_cutoff=self.quadruplet_cutoff,
-            quadruplet_max_neighbors=self.quadruplet_max_neighbors,
-            num_radial=self.num_radial,
-            num_spherical=self.num_spherical,
-            quadruplet_lmax=self.quadruplet_lmax,
-            triplet_fraction=self.triplet_fraction,
-            quadruplet_fraction=self.quadruplet_fraction,
-            envelope_order=self.envelope_order,
-            max_atomic_number=self.max_atomic_number,
-            forces=self.force_mode,
-            compute_stress=self.compute_stress,
-            backend=self.backend,
-        )
-
     def interaction_graph(self, batch: dict, edge_vec: torch.Tensor) -> dict:
         """Index lists, bases, radial features and envelopes shared by every layer."""
-        dist = torch.linalg.vector_norm(edge_vec, dim=-1)
-        unit = edge_vec / dist.unsqueeze(-1)
+        geometry = self.edge_geometry(edge_vec)
+        dist, unit = geometry.distance, geometry.unit
         idx = interaction_index(batch["edge_index"], batch["edge_shift"], dist, batch["n_atoms"],
                                 self.quadruplet_cutoff, self.quadruplet_max_neighbors, backend=self.backend)
         # triplet k -> j -> i: a = r̂_jk (source edge), q = −r̂_ij (target edge); cos θ_kji = a·q
@@ -260,16 +225,15 @@ class GemNetOC(PotentialModel):
         pv_q, qv = pv[idx.quad_trip], (q * v_q).sum(-1)
         x = (p_q * q).sum(-1) - pv_q * qv
         rho2 = (1 - pv_q * pv_q) * (1 - qv * qv)
-        avg = self.avg_num_neighbors
-        avg_q = torch.clamp(avg * (self.quadruplet_cutoff / self.cutoff) ** 3, min=1.0)
+        avg_q = torch.clamp(self.avg_num_neighbors * (self.quadruplet_cutoff / self.cutoff) ** 3, min=1.0)
         return {
             "i": batch["edge_index"][0],
             "j": batch["edge_index"][1],
             "unit": unit,
-            "rbf": self.radial(dist),
-            "env": self.envelope(dist),
+            "rbf": geometry.rbf,
+            "env": geometry.envelope,
             "env_q": self.quad_envelope(dist),
-            "inv_avg": 1.0 / avg,
+            "inv_avg": geometry.inv_avg_neighbors,
             "inv_avg_q2": 1.0 / (avg_q * avg_q),
             "trip_in": idx.trip_in,
             "trip_out": idx.trip_out,

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from nnip_scale.models.base import ForceMode, PotentialModel, element_symbol, element_symbols
-from nnip_scale.nn import MLP, BesselBasis, PolynomialEnvelope
+from nnip_scale.models.registry import register_model
+from nnip_scale.nn import MLP
 from nnip_scale.nn.irreps import (
     IrrepsLinear,
     channelwise_tp_descriptor,
@@ -59,7 +60,7 @@ from nnip_scale.ops.equivariant import (
 from nnip_scale.ops.registry import per_op_backend
 
 
-class MACEInteraction(nn.Module):
+class MACELayer(nn.Module):
     """One MACE layer (module docstring): h [A, irreps_dim(in_ells), C] -> [A, irreps_dim(out_ells), C]."""
 
     def __init__(
@@ -119,6 +120,11 @@ class MACEInteraction(nn.Module):
         return out if self.skip is None else out + self.skip(h)
 
 
+#: the layer's name before issue 14
+MACEInteraction = MACELayer
+
+
+@register_model(aliases=("nnip_scale.models.MACE",))
 class MACE(PotentialModel):
     """MACE with an energy readout per layer and a direct (equivariant) or conservative force head.
 
@@ -145,30 +151,14 @@ class MACE(PotentialModel):
     """
 
     def __init__(
-        self,
-        width: int = 32,
-        depth: int = 2,
-        max_ell: int = 1,
-        sh_max_ell: int = 3,
-        correlation: int = 3,
-        cutoff: float = 5.0,
-        num_radial: int = 8,
-        envelope_order: int = 5,
-        radial_hidden: int = 64,
-        radial_layers: int = 3,
-        readout_hidden: int = 16,
-        elements: list[int] | Literal["auto"] | None = None,
-        max_atomic_number: int = 100,
-        forces: ForceMode = "direct",
-        compute_stress: bool = False,
+        self, width: int = 32, depth: int = 2, max_ell: int = 1, sh_max_ell: int = 3, correlation: int = 3,
+        cutoff: float = 5.0, num_radial: int = 8, envelope_order: int = 5, radial_hidden: int = 64,
+        radial_layers: int = 3, readout_hidden: int = 16, elements: list[int] | Literal["auto"] | None = None,
+        max_atomic_number: int = 100, forces: ForceMode = "direct", compute_stress: bool = False,
         backend: str = "auto",
     ):
-        super().__init__(
-            cutoff=cutoff, max_atomic_number=max_atomic_number, forces=forces,
-            compute_stress=compute_stress, backend=backend,
-        )
-        if width < 1 or depth < 1:
-            raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
+        super().__init__(cutoff=cutoff, max_atomic_number=max_atomic_number, forces=forces,
+                         compute_stress=compute_stress, backend=backend, width=width, depth=depth)
         if not 1 <= correlation <= 3:
             raise ValueError(f"correlation must be in 1..3 (body order 2..4), got {correlation}")
         if not 1 <= sh_max_ell <= 3 or not 0 <= max_ell <= sh_max_ell:
@@ -186,21 +176,20 @@ class MACE(PotentialModel):
         self.register_buffer("element_slot", torch.full((self.max_atomic_number + 1,), -1, dtype=torch.long),
                              persistent=False)
         self._fill_element_slots()
+        self._record_elements()
         zs = self.element_list
-        self.width, self.depth, self.max_ell, self.sh_max_ell = width, depth, max_ell, sh_max_ell
-        self.correlation, self.num_radial, self.envelope_order = correlation, num_radial, envelope_order
+        self.max_ell, self.sh_max_ell, self.correlation = max_ell, sh_max_ell, correlation
         self.radial_hidden, self.radial_layers, self.readout_hidden = radial_hidden, radial_layers, readout_hidden
         direct_vectors = forces == "direct" and max_ell >= 1
         hidden = tuple(range(max_ell + 1))
         last = (0, 1) if direct_vectors else (0,)
         self.embedding = nn.Embedding(self.max_atomic_number + 1, width)
-        self.radial_basis = BesselBasis(cutoff, num_radial)
-        self.envelope = PolynomialEnvelope(cutoff, envelope_order)
+        self.init_edge_basis(num_radial, envelope_order)
         self.sh_plan = PolynomialPlan(spherical_harmonics_polynomial(sh_max_ell), weighted=False)
         layers, readouts, in_ells = [], [], (0,)
         for t in range(depth):
             out_ells = last if t == depth - 1 else hidden
-            layers.append(MACEInteraction(
+            layers.append(MACELayer(
                 in_ells, out_ells, width, sh_max_ell, correlation, num_radial, radial_hidden,
                 radial_layers, len(zs), residual=t > 0, backend=backend,
             ))
@@ -222,18 +211,6 @@ class MACE(PotentialModel):
 
     def label_stem(self) -> str:
         return f"mace_l{self.max_ell}_nu{self.correlation + 1}"
-
-    def init_config(self) -> dict[str, Any]:
-        return dict(
-            width=self.width, depth=self.depth, max_ell=self.max_ell, sh_max_ell=self.sh_max_ell,
-            correlation=self.correlation, cutoff=self.cutoff, num_radial=self.num_radial,
-            envelope_order=self.envelope_order, radial_hidden=self.radial_hidden,
-            radial_layers=self.radial_layers, readout_hidden=self.readout_hidden,
-            elements="auto" if self.elements_auto and self.elements is None else (
-                None if self.elements is None else list(self.elements)),
-            max_atomic_number=self.max_atomic_number, forces=self.force_mode,
-            compute_stress=self.compute_stress, backend=self.backend,
-        )
 
     # ------------------------------------------------------------------ elements
     def _parse_elements(self, elements) -> list[int]:
@@ -257,6 +234,12 @@ class MACE(PotentialModel):
         if self.elements is not None:
             return list(self.elements)
         return [] if self.elements_auto else list(range(1, self.max_atomic_number + 1))
+
+    def _record_elements(self) -> None:
+        """What ``init_config()["elements"]`` holds: ``"auto"`` until the list is learnt, then the list
+        (so a checkpoint rebuilds exactly the trained elements), or the configured list / ``None``."""
+        self.record_init_arg("elements", "auto" if self.elements_auto and self.elements is None else (
+            None if self.elements is None else list(self.elements)))
 
     def _fill_element_slots(self) -> None:
         zs = self.element_list
@@ -282,6 +265,7 @@ class MACE(PotentialModel):
             layer.reset_elements(len(zs))
         self.elements = zs
         self._fill_element_slots()
+        self._record_elements()
         return True
 
     def missing_elements_message(self, zs: Iterable[int]) -> str | None:
@@ -370,11 +354,9 @@ class MACE(PotentialModel):
         z = batch["atomic_numbers"]
         n_atoms: int = batch["n_atoms"]
         receiver, sender = batch["edge_index"][0], batch["edge_index"][1]
-        dist = torch.linalg.vector_norm(edge_vec, dim=-1)
-        unit = edge_vec / dist.unsqueeze(-1)
+        g = self.edge_geometry(edge_vec)
+        unit, rbf, envelope, inv_avg = g.unit, g.rbf, g.envelope, g.inv_avg_neighbors
         sh = spherical_harmonics(self.sh_plan, unit, backend=per_op_backend(self.backend, "spherical_harmonics"))
-        rbf, envelope = self.radial_basis(dist), self.envelope(dist)
-        inv_avg = 1.0 / self.avg_num_neighbors
         slot, zero_row = self._element_slots(z)
         h = self.embedding(z).unsqueeze(1)  # [A, 1 (ℓ = 0), C]
         energy = 0.0

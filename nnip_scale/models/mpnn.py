@@ -13,13 +13,14 @@ Direct force heads:
 - ``node``: F_i = MLP(h_i) (three numbers per atom from the atom's features alone).
 """
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from nnip_scale.models.base import ForceMode, PotentialModel
-from nnip_scale.nn import MLP, BesselBasis, PolynomialEnvelope
+from nnip_scale.models.registry import register_model
+from nnip_scale.nn import MLP
 from nnip_scale.ops import scatter_sum
 
 
@@ -49,6 +50,7 @@ class MPNNLayer(nn.Module):
         return h + self.update(torch.cat([h, agg], dim=-1))
 
 
+@register_model(aliases=("nnip_scale.models.MPNN",))
 class MPNN(PotentialModel):
     """Unconstrained MPNN with an energy head and a direct force head.
 
@@ -65,35 +67,21 @@ class MPNN(PotentialModel):
         backend: ops backend for message aggregation (auto|torch|native|pyg|cueq).
     """
 
+    #: the Bessel basis was ``radial`` before it became ``radial_basis`` (checkpoints of before load)
+    renamed_submodules: ClassVar[dict[str, str]] = {"radial.": "radial_basis."}
+
     def __init__(
-        self,
-        width: int = 64,
-        depth: int = 3,
-        cutoff: float = 5.0,
-        num_radial: int = 32,
-        envelope_order: int = 6,
-        max_atomic_number: int = 100,
-        forces: ForceMode = "direct",
-        force_head: Literal["edge", "node"] = "edge",
-        compute_stress: bool = False,
-        backend: str = "auto",
+        self, width: int = 64, depth: int = 3, cutoff: float = 5.0, num_radial: int = 32, envelope_order: int = 6,
+        max_atomic_number: int = 100, forces: ForceMode = "direct", force_head: Literal["edge", "node"] = "edge",
+        compute_stress: bool = False, backend: str = "auto",
     ):
-        super().__init__(
-            cutoff=cutoff,
-            max_atomic_number=max_atomic_number,
-            forces=forces,
-            compute_stress=compute_stress,
-            backend=backend,
-        )
-        if width < 1 or depth < 1:
-            raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
+        super().__init__(cutoff=cutoff, max_atomic_number=max_atomic_number, forces=forces,
+                         compute_stress=compute_stress, backend=backend, width=width, depth=depth)
         if force_head not in ("edge", "node"):
             raise ValueError(f"force_head must be 'edge' or 'node', got {force_head!r}")
-        self.width, self.depth, self.num_radial, self.envelope_order = width, depth, num_radial, envelope_order
         self.force_head_kind = force_head
         self.embedding = nn.Embedding(self.max_atomic_number + 1, width)
-        self.radial = BesselBasis(cutoff, num_radial)
-        self.envelope = PolynomialEnvelope(cutoff, envelope_order)
+        self.init_edge_basis(num_radial, envelope_order)
         self.layers = nn.ModuleList(MPNNLayer(width, num_radial, backend) for _ in range(depth))
         self.energy_head = MLP([width, width, 1])
         self.force_head = None
@@ -101,26 +89,11 @@ class MPNN(PotentialModel):
             n_in, n_out = (2 * width + 3 + num_radial, 1) if force_head == "edge" else (width, 3)
             self.force_head = MLP([n_in, width, n_out])
 
-    def init_config(self) -> dict[str, Any]:
-        return dict(
-            width=self.width,
-            depth=self.depth,
-            cutoff=self.cutoff,
-            num_radial=self.num_radial,
-            envelope_order=self.envelope_order,
-            max_atomic_number=self.max_atomic_number,
-            forces=self.force_mode,
-            force_head=self.force_head_kind,
-            compute_stress=self.compute_stress,
-            backend=self.backend,
-        )
-
     def atomic_outputs(self, batch: dict, edge_vec: torch.Tensor):
         n_atoms: int = batch["n_atoms"]
-        dist = torch.linalg.vector_norm(edge_vec, dim=-1)
-        geometry = torch.cat([edge_vec / self.cutoff, self.radial(dist)], dim=-1)
-        envelope = self.envelope(dist)
-        inv_avg = 1.0 / self.avg_num_neighbors
+        g = self.edge_geometry(edge_vec, unit=False)
+        geometry = torch.cat([edge_vec / self.cutoff, g.rbf], dim=-1)
+        envelope, inv_avg = g.envelope, g.inv_avg_neighbors
         h = self.embedding(batch["atomic_numbers"])
         for layer in self.layers:
             h = layer(h, batch["edge_index"], geometry, envelope, n_atoms, inv_avg)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -49,14 +50,17 @@ def _norms(lmax: int) -> list[list[float]]:
     return out
 
 
-def spherical_harmonics(vec: torch.Tensor, lmax: int) -> torch.Tensor:
-    """Real solid harmonics r^ℓ·Y_ℓm(r̂) of ``vec`` [..., 3] -> [..., (lmax+1)²].
+def spherical_harmonics_orthonormal(vec: torch.Tensor, lmax: int) -> torch.Tensor:
+    """Real solid harmonics r^ℓ·Y_ℓm(r̂) of ``vec`` [..., 3] -> [..., (lmax+1)²], in this module's
+    convention: orthonormal (∫ Y² dΩ = 1), no Condon–Shortley phase, (ℓ, m)-ordered (index ℓ² + ℓ + m;
+    ℓ = 1 is (y, z, x)·sqrt(3/4π)). The eSEN features and the Wigner-D use it; MACE's harmonics are
+    cuequivariance's, component-normalised with ℓ = 1 = (x, y, z) (the op ``nnip_scale.ops.spherical_harmonics``).
 
     Homogeneous polynomials of degree ℓ in (x, y, z), so for unit vectors they are the
     orthonormal spherical harmonics Y_ℓm(r̂); finite and smooth everywhere (no angles)."""
     _check_lmax(lmax)
     if vec.shape[-1] != 3:
-        raise ValueError(f"spherical_harmonics: expected vectors [..., 3], got shape {tuple(vec.shape)}")
+        raise ValueError(f"spherical_harmonics_orthonormal: expected vectors [..., 3], got shape {tuple(vec.shape)}")
     x, y, z = vec.unbind(-1)
     r2 = x * x + y * y + z * z
     cos_m, sin_m = [torch.ones_like(x)], [torch.zeros_like(x)]  # Re/Im of (x + iy)^m
@@ -82,6 +86,13 @@ def spherical_harmonics(vec: torch.Tensor, lmax: int) -> torch.Tensor:
     return torch.stack(comps, dim=-1)
 
 
+def spherical_harmonics(vec: torch.Tensor, lmax: int) -> torch.Tensor:
+    """Deprecated name of :func:`spherical_harmonics_orthonormal` (before issue 14); same values."""
+    warnings.warn("nnip_scale.nn.wigner.spherical_harmonics is deprecated: use spherical_harmonics_orthonormal "
+                  "(the name says its convention)", DeprecationWarning, stacklevel=2)
+    return spherical_harmonics_orthonormal(vec, lmax)
+
+
 def _fibonacci_points(n: int) -> np.ndarray:
     k = np.arange(n) + 0.5
     z = 1.0 - 2.0 * k / n
@@ -95,7 +106,7 @@ def _projector_fp64(lmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # 
     """Sample points X [P,3], P_full [P,K] (column b holds pinv(A_ℓ(b))ᵀ) and the block mask [K,K]."""
     n_points = 4 * lmax + 4
     points = _fibonacci_points(n_points)
-    sh = spherical_harmonics(torch.as_tensor(points, dtype=torch.float64), lmax).numpy()
+    sh = spherical_harmonics_orthonormal(torch.as_tensor(points, dtype=torch.float64), lmax).numpy()
     K = num_components(lmax)
     proj = np.zeros((n_points, K))
     mask = np.zeros((K, K))
@@ -141,7 +152,7 @@ def wigner_d(
         projector = _CACHE[key]
     points, proj, mask = (t.to(rotation.dtype) for t in projector)
     rotated = torch.einsum("...ij,pj->...pi", rotation, points)  # R x_p  [..., P, 3]
-    sh = spherical_harmonics(rotated, lmax)  # [..., P, K]
+    sh = spherical_harmonics_orthonormal(rotated, lmax)  # [..., P, K]
     if rows is not None:
         sh, mask = sh.index_select(-1, rows), mask.index_select(0, rows)
     return torch.einsum("...pa,pb->...ab", sh, proj) * mask
