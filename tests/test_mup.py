@@ -12,7 +12,7 @@ from torch import nn
 from batch_utils import FakeStats, batch_from_atoms
 from nnip_scale.models import MPNN
 from nnip_scale.models.base import PotentialModel
-from nnip_scale.models.egnn import MCEGNN
+from nnip_scale.models import MCEGNN
 from nnip_scale.training import NNIPModule
 from nnip_scale.training.loss import EnergyForceLoss
 from nnip_scale.training.mup import apply_mup_init, classify_parameters, lr_scales

@@ -14,7 +14,7 @@ from scipy import stats
 
 from batch_utils import FakeStats, batch_from_atoms
 from nnip_scale.models import MPNN
-from nnip_scale.models.egnn import MCEGNN
+from nnip_scale.models import MCEGNN
 from nnip_scale.training import NNIPModule
 from nnip_scale.training.flops import calibrate
 from nnip_scale.training.symmetry import haar_rotations, random_rotate_batch, rotate_batch, rotation_seed
