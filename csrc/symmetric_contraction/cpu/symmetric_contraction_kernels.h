@@ -1,5 +1,6 @@
 // Raw-pointer CPU kernels of the symmetric contraction (the MACE/ACE product basis with per-element
-// weights), its backward and its double backward. No torch headers: unit-tested by ctest.
+// weights), its backward and its double backward. No torch headers: unit-tested by ctest. Tables:
+// symmetric_contraction/tables.h; conventions and shared helpers: common/kernels.h.
 //
 // The contraction is a polynomial in the atom's features x, linear in the weights of its element,
 // evaluated independently for every channel u. It is table-driven: nothing about ℓ, the correlation
@@ -37,65 +38,12 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+
+#include "common/kernels.h"
+#include "symmetric_contraction/tables.h"
 
 namespace nnip_scale {
 namespace cpu {
-
-// The sparse tables of one symmetric contraction (built from the plan in Python).
-struct SCTables {
-  int64_t Q = 0;                         // monomials
-  int64_t R = 0;                         // rows (weight, output) of the product-basis matrix
-  int64_t nnz = 0;                       // nonzero coefficients
-  int64_t K = 0;                         // output rows
-  const int64_t* mono_parent = nullptr;  // [Q] monomial this one extends (< q), or -1
-  const int64_t* mono_var = nullptr;     // [Q] x row multiplied in, or -1 for the constant 1
-  const int64_t* row_ptr = nullptr;      // [R + 1] coefficients of row r: row_ptr[r] .. row_ptr[r+1]
-  const int64_t* entry_mono = nullptr;   // [nnz] monomial of each coefficient
-  const int64_t* row_out = nullptr;      // [R] output row k of each row
-  const int64_t* row_weight = nullptr;   // [R] weight row w of each row
-};
-
-// Which table entry is inconsistent, or nullptr when the tables are valid for M x rows and Wn weight
-// rows (checked on every call: O(Q + R + nnz), negligible next to the contraction).
-inline const char* check_sc_tables(const SCTables& t, int64_t M, int64_t Wn) {
-  if (t.row_ptr[0] != 0 || t.row_ptr[t.R] != t.nnz) return "row_ptr must start at 0 and end at len(entry_mono)";
-  for (int64_t q = 0; q < t.Q; ++q) {
-    if (t.mono_parent[q] < -1 || t.mono_parent[q] >= q)
-      return "mono_parent[q] must be -1 or a monomial before q";
-    if (t.mono_var[q] < -1 || t.mono_var[q] >= M) return "mono_var has entries outside [-1, M)";
-    if (t.mono_parent[q] >= 0 && t.mono_var[q] < 0)
-      return "mono_var must name an x row wherever mono_parent is set";
-  }
-  for (int64_t r = 0; r < t.R; ++r) {
-    if (t.row_ptr[r + 1] < t.row_ptr[r]) return "row_ptr must be non-decreasing";
-    if (t.row_out[r] < 0 || t.row_out[r] >= t.K) return "row_out has entries outside [0, n_out)";
-    if (t.row_weight[r] < 0 || t.row_weight[r] >= Wn) return "row_weight has entries outside [0, Wn)";
-  }
-  for (int64_t n = 0; n < t.nnz; ++n)
-    if (t.entry_mono[n] < 0 || t.entry_mono[n] >= t.Q) return "entry_mono has entries outside [0, Q)";
-  return nullptr;
-}
-
-// Threads for one call: serial below ~16k multiply-adds (starting the team costs more).
-inline int sc_threads(int n_threads, int64_t work) {
-  if (n_threads < 1 || work < 16384) return 1;
-  return n_threads;
-}
-
-// Channels are processed in blocks of CB (compile-time, 64 bytes) plus one remainder block.
-template <typename T>
-constexpr int64_t sc_channel_block() {
-  return static_cast<int64_t>(64 / sizeof(T));
-}
-
-#ifdef _OPENMP
-#define NNIP_SIMD _Pragma("omp simd")
-#else
-#define NNIP_SIMD
-#endif
 
 // mono [Q][CB] of one atom, channels [u0, u0 + W); dmono likewise with the tangent vx (if given).
 template <typename T, int64_t CB, bool REM>
@@ -180,8 +128,8 @@ inline void sc_forward_block(const SCTables& t, const T* coeff, const T* xn, con
 template <typename T>
 void sc_forward(const T* x, const T* w, const int64_t* index, const SCTables& t, const T* coeff,
                 T* out, int64_t N, int64_t M, int64_t Wn, int64_t C, int n_threads) {
-  constexpr int64_t CB = sc_channel_block<T>();
-  const int nt = sc_threads(n_threads, N * C * (t.Q + t.nnz + t.R));
+  constexpr int64_t CB = channel_block<T>();
+  const int nt = parallel_threads(n_threads, N * C * (t.Q + t.nnz + t.R), 16384);
   (void)nt;  // without OpenMP
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
@@ -195,9 +143,9 @@ void sc_forward(const T* x, const T* w, const int64_t* index, const SCTables& t,
       const T* xn = x + n * M * C;
       const T* wz = w + index[n] * Wn * C;
       T* outn = out + n * t.K * C;
-      int64_t u0 = 0;
-      for (; u0 + CB <= C; u0 += CB) sc_forward_block<T, CB, false>(t, coeff, xn, wz, outn, mono.data(), C, u0, CB);
-      if (u0 < C) sc_forward_block<T, CB, true>(t, coeff, xn, wz, outn, mono.data(), C, u0, C - u0);
+      for_channel_blocks<CB>(C, [&](auto rem, int64_t u0, int64_t cw) {
+        sc_forward_block<T, CB, decltype(rem)::value>(t, coeff, xn, wz, outn, mono.data(), C, u0, cw);
+      });
     }
   }
 }
@@ -247,6 +195,37 @@ void sc_reduce_chunks(const SCChunks& c, const T* partial, T* grad_w, int64_t Z,
       NNIP_SIMD for (int64_t u = 0; u < C; ++u) dst[u] += src[u];
     }
   }
+}
+
+// The chunked atom loop of the backward and the double backward: on nt threads, each chunk of ch (dynamic
+// schedule) runs atom(n, wp, state) for its atoms in order, where wp is the chunk's partial
+// weight-gradient rows [Wn, C] (zeroed first; nullptr when want_w is false) and state the calling
+// thread's scratch (make_state(), once per thread). Then the partials are summed into grad_w in chunk
+// order (sc_reduce_chunks), so the result does not depend on nt.
+template <typename T, typename MakeState, typename Atom>
+void sc_chunked_atoms(const SCChunks& ch, bool want_w, T* grad_w, int64_t Z, int64_t Wn, int64_t C, int nt,
+                      MakeState make_state, Atom atom) {
+  const int64_t n_chunks = static_cast<int64_t>(ch.begin.size());
+  std::vector<T> partial(want_w ? static_cast<size_t>(n_chunks * Wn * C) : 0);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+  {
+    auto state = make_state();
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      T* wp = nullptr;
+      if (want_w) {
+        wp = partial.data() + c * Wn * C;
+        std::memset(wp, 0, sizeof(T) * Wn * C);
+      }
+      for (int64_t s = ch.begin[c]; s < ch.end[c]; ++s) atom(ch.order[s], wp, state);
+    }
+  }
+  (void)nt;
+  if (want_w) sc_reduce_chunks(ch, partial.data(), grad_w, Z, Wn, C, nt);
 }
 
 // Backward of one atom, channels [u0, u0 + W): grad_x row gxn (written) and the element's partial
@@ -303,43 +282,26 @@ template <typename T>
 void sc_backward(const T* g, const T* x, const T* w, const int64_t* index, const SCTables& t,
                  const T* coeff, T* grad_x, T* grad_w, int64_t N, int64_t M, int64_t Z, int64_t Wn,
                  int64_t C, int n_threads) {
-  constexpr int64_t CB = sc_channel_block<T>();
+  constexpr int64_t CB = channel_block<T>();
   if (!grad_x && !grad_w) return;
-  const SCChunks ch = sc_chunks(index, N, Z);
-  const int64_t n_chunks = static_cast<int64_t>(ch.begin.size());
-  std::vector<T> partial(grad_w ? static_cast<size_t>(n_chunks * Wn * C) : 0);
-  const int nt = sc_threads(n_threads, N * C * (3 * t.Q + 2 * t.nnz + t.R));
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-  {
-    std::vector<T> mono(static_cast<size_t>(std::max<int64_t>(t.Q, 1) * CB));
-    std::vector<T> tq(grad_x ? mono.size() : 0);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-    for (int64_t c = 0; c < n_chunks; ++c) {
-      T* gwp = nullptr;
-      if (grad_w) {
-        gwp = partial.data() + c * Wn * C;
-        std::memset(gwp, 0, sizeof(T) * Wn * C);
-      }
-      for (int64_t s = ch.begin[c]; s < ch.end[c]; ++s) {
-        const int64_t n = ch.order[s];
+  const int nt = parallel_threads(n_threads, N * C * (3 * t.Q + 2 * t.nnz + t.R), 16384);
+  struct Scratch {
+    std::vector<T> mono, tq;
+  };
+  const size_t qs = static_cast<size_t>(std::max<int64_t>(t.Q, 1) * CB);
+  sc_chunked_atoms<T>(
+      sc_chunks(index, N, Z), grad_w != nullptr, grad_w, Z, Wn, C, nt,
+      [&] { return Scratch{std::vector<T>(qs), std::vector<T>(grad_x ? qs : 0)}; },
+      [&](int64_t n, T* gwp, Scratch& sc) {
         const T* gn = g + n * t.K * C;
         const T* xn = x + n * M * C;
         const T* wz = w + index[n] * Wn * C;
         T* gxn = grad_x ? grad_x + n * M * C : nullptr;
-        int64_t u0 = 0;
-        for (; u0 + CB <= C; u0 += CB)
-          sc_backward_block<T, CB, false>(t, coeff, gn, xn, wz, gxn, gwp, mono.data(), tq.data(), M, C, u0, CB);
-        if (u0 < C)
-          sc_backward_block<T, CB, true>(t, coeff, gn, xn, wz, gxn, gwp, mono.data(), tq.data(), M, C, u0,
-                                         C - u0);
-      }
-    }
-  }
-  if (grad_w) sc_reduce_chunks(ch, partial.data(), grad_w, Z, Wn, C, nt);
+        for_channel_blocks<CB>(C, [&](auto rem, int64_t u0, int64_t cw) {
+          sc_backward_block<T, CB, decltype(rem)::value>(t, coeff, gn, xn, wz, gxn, gwp, sc.mono.data(),
+                                                         sc.tq.data(), M, C, u0, cw);
+        });
+      });
 }
 
 // Buffers of one thread of the double backward ([Q][CB] each, empty when not needed).
@@ -447,38 +409,26 @@ template <typename T>
 void sc_double_backward(const T* g, const T* x, const T* w, const int64_t* index, const T* vx,
                         const T* vw, const SCTables& t, const T* coeff, T* d_g, T* d_x, T* d_w,
                         int64_t N, int64_t M, int64_t Z, int64_t Wn, int64_t C, int n_threads) {
-  constexpr int64_t CB = sc_channel_block<T>();
+  constexpr int64_t CB = channel_block<T>();
   if (!d_g && !d_x && !d_w) return;
   if (!vx && d_w) {  // d_W = sum g dbasis is zero without a tangent of x
     std::fill(d_w, d_w + Z * Wn * C, T(0));
     d_w = nullptr;
     if (!d_g && !d_x) return;
   }
-  const SCChunks ch = sc_chunks(index, N, Z);
-  const int64_t n_chunks = static_cast<int64_t>(ch.begin.size());
-  std::vector<T> partial(d_w ? static_cast<size_t>(n_chunks * Wn * C) : 0);
-  const int nt = sc_threads(n_threads, N * C * (6 * t.Q + 4 * t.nnz + t.R));
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-  {
-    const size_t qs = static_cast<size_t>(std::max<int64_t>(t.Q, 1) * CB);
-    SCDoubleBuffers<T> buf;
-    buf.mono.resize(qs);
-    if (vx) buf.dmono.resize(qs);
-    if (d_x) buf.tm.resize(qs);
-    if (d_x && vx) buf.tdm.resize(qs);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-    for (int64_t c = 0; c < n_chunks; ++c) {
-      T* dwp = nullptr;
-      if (d_w) {
-        dwp = partial.data() + c * Wn * C;
-        std::memset(dwp, 0, sizeof(T) * Wn * C);
-      }
-      for (int64_t s = ch.begin[c]; s < ch.end[c]; ++s) {
-        const int64_t n = ch.order[s];
+  const int nt = parallel_threads(n_threads, N * C * (6 * t.Q + 4 * t.nnz + t.R), 16384);
+  const size_t qs = static_cast<size_t>(std::max<int64_t>(t.Q, 1) * CB);
+  sc_chunked_atoms<T>(
+      sc_chunks(index, N, Z), d_w != nullptr, d_w, Z, Wn, C, nt,
+      [&] {
+        SCDoubleBuffers<T> buf;
+        buf.mono.resize(qs);
+        if (vx) buf.dmono.resize(qs);
+        if (d_x) buf.tm.resize(qs);
+        if (d_x && vx) buf.tdm.resize(qs);
+        return buf;
+      },
+      [&](int64_t n, T* dwp, SCDoubleBuffers<T>& buf) {
         const T* gn = g ? g + n * t.K * C : nullptr;
         const T* xn = x + n * M * C;
         const T* wz = w + index[n] * Wn * C;
@@ -486,19 +436,13 @@ void sc_double_backward(const T* g, const T* x, const T* w, const int64_t* index
         const T* vwz = vw ? vw + index[n] * Wn * C : nullptr;
         T* dgn = d_g ? d_g + n * t.K * C : nullptr;
         T* dxn = d_x ? d_x + n * M * C : nullptr;
-        int64_t u0 = 0;
-        for (; u0 + CB <= C; u0 += CB)
-          sc_double_backward_block<T, CB, false>(t, coeff, gn, xn, wz, vxn, vwz, dgn, dxn, dwp, buf, M, C, u0, CB);
-        if (u0 < C)
-          sc_double_backward_block<T, CB, true>(t, coeff, gn, xn, wz, vxn, vwz, dgn, dxn, dwp, buf, M, C, u0,
-                                                C - u0);
-      }
-    }
-  }
-  if (d_w) sc_reduce_chunks(ch, partial.data(), d_w, Z, Wn, C, nt);
+        for_channel_blocks<CB>(C, [&](auto rem, int64_t u0, int64_t cw) {
+          sc_double_backward_block<T, CB, decltype(rem)::value>(t, coeff, gn, xn, wz, vxn, vwz, dgn, dxn, dwp, buf,
+                                                                M, C, u0, cw);
+        });
+      });
 }
 
-#undef NNIP_SIMD
 
 }  // namespace cpu
 }  // namespace nnip_scale

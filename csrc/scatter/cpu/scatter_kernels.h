@@ -1,26 +1,14 @@
-// Raw-pointer CPU kernels for scatter_sum / gather_rows (no torch headers: unit-tested by ctest).
+// Raw-pointer CPU kernels for scatter_sum / gather_rows (no torch headers: unit-tested by ctest;
+// conventions in csrc/common/kernels.h, which also holds count_invalid_index).
 // Layout: src/out are row-major [rows, F] (F = product of the trailing dims), index is int64 [E].
 #pragma once
 #include <cstdint>
 #include <cstring>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+
+#include "common/kernels.h"
 
 namespace nnip_scale {
 namespace cpu {
-
-// Number of index entries outside [0, dim_size) (0 means the index is valid).
-inline int64_t count_invalid_index(const int64_t* index, int64_t E, int64_t dim_size,
-                                   int n_threads) {
-  int64_t bad = 0;
-#ifdef _OPENMP
-#pragma omp parallel for reduction(+ : bad) num_threads(n_threads) schedule(static) if (E > 32768)
-#endif
-  for (int64_t e = 0; e < E; ++e) bad += (index[e] < 0 || index[e] >= dim_size) ? 1 : 0;
-  (void)n_threads;
-  return bad;
-}
 
 // Adds rows [e0, e1) of src into acc (rows of width F); the inner loop over F is vectorised.
 template <typename T>
@@ -31,10 +19,7 @@ inline void accumulate_edges(const T* src, const int64_t* index, T* acc, int64_t
     if (i < r0 || i >= r1) continue;
     T* __restrict o = acc + i * F;
     const T* __restrict s = src + e * F;
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-    for (int64_t f = 0; f < F; ++f) o[f] += s[f];
+    NNIP_SIMD for (int64_t f = 0; f < F; ++f) o[f] += s[f];
   }
 }
 
@@ -62,11 +47,7 @@ void scatter_sum_rows(const T* src, const int64_t* index, T* out, int64_t E, int
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-      int tid = 0, nt = 1;
-#ifdef _OPENMP
-      tid = omp_get_thread_num();
-      nt = omp_get_num_threads();
-#endif
+      const auto [tid, nt] = team_position();
       T* acc = tid == 0 ? out : scratch + (tid - 1) * row_block;
       std::memset(acc, 0, sizeof(T) * row_block);
       accumulate_edges(src, index, acc, E * tid / nt, E * (tid + 1) / nt, F, 0, dim_size);
@@ -77,10 +58,7 @@ void scatter_sum_rows(const T* src, const int64_t* index, T* out, int64_t E, int
       const int64_t k0 = n * tid / nt, k1 = n * (tid + 1) / nt;
       for (int t = 1; t < nt; ++t) {
         const T* __restrict b = scratch + (t - 1) * row_block;
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-        for (int64_t k = k0; k < k1; ++k) out[k] += b[k];
+        NNIP_SIMD for (int64_t k = k0; k < k1; ++k) out[k] += b[k];
       }
     }
     return;
@@ -89,11 +67,7 @@ void scatter_sum_rows(const T* src, const int64_t* index, T* out, int64_t E, int
 #pragma omp parallel num_threads(n_threads)
 #endif
   {
-    int tid = 0, nt = 1;
-#ifdef _OPENMP
-    tid = omp_get_thread_num();
-    nt = omp_get_num_threads();
-#endif
+    const auto [tid, nt] = team_position();
     const int64_t r0 = dim_size * tid / nt, r1 = dim_size * (tid + 1) / nt;
     std::memset(out + r0 * F, 0, sizeof(T) * static_cast<size_t>((r1 - r0) * F));
     accumulate_edges(src, index, out, 0, E, F, r0, r1);
@@ -104,7 +78,7 @@ void scatter_sum_rows(const T* src, const int64_t* index, T* out, int64_t E, int
 template <typename T>
 void gather_rows(const T* x, const int64_t* index, T* out, int64_t E, int64_t F, int n_threads) {
   if (E <= 0 || F <= 0) return;
-  if (E * F < 65536) n_threads = 1;
+  if (E * F * static_cast<int64_t>(sizeof(T)) < 262144) n_threads = 1;  // 256 KiB
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(n_threads) schedule(static)
 #endif

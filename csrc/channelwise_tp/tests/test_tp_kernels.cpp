@@ -1,4 +1,4 @@
-// Unit tests of the raw channel-wise TP kernels (csrc/cpu/channelwise_tp_kernels.h) against naive
+// Unit tests of the raw channel-wise TP kernels (csrc/channelwise_tp/cpu/channelwise_tp_kernels.h) against naive
 // loops, with random sparse tables (the kernels are table-driven: nothing about ℓ is compiled in),
 // channel counts below, at and above the channel block, one and two threads (bitwise equal), every
 // subset of requested gradients, and the table checks.
@@ -6,9 +6,10 @@
 #include <random>
 #include <vector>
 
-#include "check.h"
-#include "cpu/channelwise_tp_kernels.h"
+#include "tests/check.h"
+#include "channelwise_tp/cpu/channelwise_tp_kernels.h"
 
+using namespace nnip_scale;
 using namespace nnip_scale::cpu;
 
 struct Case {

@@ -9,11 +9,11 @@
 namespace nnip_scale {
 namespace cuda {
 
-// out (zero-initialised by the caller) += scatter of src; fp32 / fp64 accumulate in their type.
-cudaError_t scatter_sum_f32(const float* src, const int64_t* index, float* out, int64_t E,
-                            int64_t F, int64_t dim_size, cudaStream_t stream);
-cudaError_t scatter_sum_f64(const double* src, const int64_t* index, double* out, int64_t E,
-                            int64_t F, int64_t dim_size, cudaStream_t stream);
+// out (zero-initialised by the caller) += scatter of src; T = float / double (instantiated in the .cu)
+// accumulate in their type.
+template <typename T>
+cudaError_t scatter_sum(const T* src, const int64_t* index, T* out, int64_t E, int64_t F, int64_t dim_size,
+                        cudaStream_t stream);
 // bf16 / fp16 inputs (raw 16-bit storage) accumulate into an fp32 `out`.
 cudaError_t scatter_sum_bf16_acc_f32(const void* src, const int64_t* index, float* out, int64_t E,
                                      int64_t F, int64_t dim_size, cudaStream_t stream);

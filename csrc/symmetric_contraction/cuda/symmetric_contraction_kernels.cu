@@ -1,6 +1,6 @@
 // CUDA kernels of the symmetric contraction, its backward and its double backward. See
 // symmetric_contraction_kernels.h for the contract and the algorithm.
-#include "symmetric_contraction_kernels.h"
+#include "symmetric_contraction/cuda/symmetric_contraction_kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,7 +19,7 @@ __device__ __forceinline__ T nan_value() {
 }
 
 // The x rows of monomial q (its chain to the root), at most kMaxChainDepth; -1 when deeper.
-__device__ __forceinline__ int monomial_chain(const SCTablesDevice& t, int64_t q, int* v) {
+__device__ __forceinline__ int monomial_chain(const SCTables& t, int64_t q, int* v) {
   int d = 0;
   while (q >= 0) {
     const int64_t var = __ldg(t.mono_var + q);
@@ -56,7 +56,7 @@ __device__ __forceinline__ T chain_tangent(const T* xs, const T* vxs, const int*
 
 // basis[r] (and its tangent along vxs when dbasis != nullptr) of the thread's column
 template <typename T>
-__device__ __forceinline__ void row_basis(const SCTablesDevice& t, const T* __restrict__ coeff, int64_t r,
+__device__ __forceinline__ void row_basis(const SCTables& t, const T* __restrict__ coeff, int64_t r,
                                           const T* xs, const T* vxs, int bd, T* basis, T* dbasis) {
   T b = T(0), db = T(0);
   int v[kMaxChainDepth];
@@ -77,7 +77,7 @@ __device__ __forceinline__ void row_basis(const SCTablesDevice& t, const T* __re
 // ------------------------------------------------------------------------------- forward
 template <typename T>
 __global__ void sc_forward_kernel(const T* __restrict__ x, const T* __restrict__ w, const int64_t* __restrict__ index,
-                                  SCTablesDevice t, const T* __restrict__ coeff, T* __restrict__ out, int64_t N,
+                                  SCTables t, const T* __restrict__ coeff, T* __restrict__ out, int64_t N,
                                   int64_t M, int64_t Z, int64_t Wn, int64_t C) {
   extern __shared__ unsigned char smem_raw[];
   const int bd = blockDim.x, tid = threadIdx.x;
@@ -114,7 +114,7 @@ __global__ void sc_forward_kernel(const T* __restrict__ x, const T* __restrict__
 template <typename T, int MODE>
 __global__ void sc_atom_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ w,
                                const int64_t* __restrict__ index, const T* __restrict__ vx, const T* __restrict__ vw,
-                               SCTablesDevice t, const T* __restrict__ coeff, T* __restrict__ out_g,
+                               SCTables t, const T* __restrict__ coeff, T* __restrict__ out_g,
                                T* __restrict__ out_x, int64_t N, int64_t M, int64_t Z, int64_t Wn, int64_t C) {
   extern __shared__ unsigned char smem_raw[];
   const int bd = blockDim.x, tid = threadIdx.x;
@@ -203,7 +203,7 @@ __global__ void sc_atom_kernel(const T* __restrict__ g, const T* __restrict__ x,
 template <typename T, bool TANGENT>
 __global__ void sc_weight_partial_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ vx,
                                          const int64_t* __restrict__ order, const int64_t* __restrict__ elem_ptr,
-                                         SCTablesDevice t, const T* __restrict__ coeff, T* __restrict__ partial,
+                                         SCTables t, const T* __restrict__ coeff, T* __restrict__ partial,
                                          int64_t S, int64_t M, int64_t Z, int64_t Wn, int64_t C) {
   extern __shared__ unsigned char smem_raw[];
   const int bd = blockDim.x, tid = threadIdx.x;
@@ -249,8 +249,8 @@ __global__ void sc_reduce_slices_kernel(const T* __restrict__ partial, T* __rest
 }
 
 // ------------------------------------------------------------------------------- launch helpers
-// (NNIP_CUDA_EMULATION: csrc/tests/test_cuda_sc_emulated.cpp includes this file into a host program
-// that runs the kernels above thread by thread on the CPU; the launchers are left out there.)
+// (NNIP_CUDA_EMULATION: symmetric_contraction/tests/test_cuda_sc_emulated.cpp includes this file into a
+// host program that runs the kernels above on the CPU, csrc/tests/emulation/; the launchers are left out.)
 #ifndef NNIP_CUDA_EMULATION
 struct Launch {
   int blocks = 0, threads = 0;
@@ -272,7 +272,7 @@ Launch launch_for(int64_t total, int arrays, int64_t M, size_t elem) {
 }
 
 template <typename T>
-cudaError_t forward_impl(const T* x, const T* w, const int64_t* index, const SCTablesDevice& t, const T* coeff,
+cudaError_t forward_impl(const T* x, const T* w, const int64_t* index, const SCTables& t, const T* coeff,
                          T* out, int64_t N, int64_t M, int64_t Z, int64_t Wn, int64_t C, cudaStream_t stream) {
   if (N <= 0 || C <= 0 || t.K <= 0) return cudaSuccess;
   const Launch l = launch_for(N * C, 1, M, sizeof(T));
@@ -283,7 +283,7 @@ cudaError_t forward_impl(const T* x, const T* w, const int64_t* index, const SCT
 
 template <typename T, bool TANGENT>
 cudaError_t weights_impl(const T* g, const T* x, const T* vx, const int64_t* order, const int64_t* elem_ptr,
-                         const SCTablesDevice& t, const T* coeff, T* grad_w, T* workspace, int64_t S, int64_t M,
+                         const SCTables& t, const T* coeff, T* grad_w, T* workspace, int64_t S, int64_t M,
                          int64_t Z, int64_t Wn, int64_t C, cudaStream_t stream) {
   if (Z <= 0 || Wn <= 0 || C <= 0) return cudaSuccess;
   const Launch l = launch_for(Z * S * C, TANGENT ? 2 : 1, M, sizeof(T));
@@ -299,7 +299,7 @@ cudaError_t weights_impl(const T* g, const T* x, const T* vx, const int64_t* ord
 
 template <typename T>
 cudaError_t backward_impl(const T* g, const T* x, const T* w, const int64_t* index, const int64_t* order,
-                          const int64_t* elem_ptr, const SCTablesDevice& t, const T* coeff, T* grad_x, T* grad_w,
+                          const int64_t* elem_ptr, const SCTables& t, const T* coeff, T* grad_x, T* grad_w,
                           T* workspace, int64_t S, int64_t N, int64_t M, int64_t Z, int64_t Wn, int64_t C,
                           cudaStream_t stream) {
   if (grad_x && N > 0 && C > 0) {
@@ -317,7 +317,7 @@ cudaError_t backward_impl(const T* g, const T* x, const T* w, const int64_t* ind
 
 template <typename T>
 cudaError_t double_backward_impl(const T* g, const T* x, const T* w, const int64_t* index, const int64_t* order,
-                                 const int64_t* elem_ptr, const T* vx, const T* vw, const SCTablesDevice& t,
+                                 const int64_t* elem_ptr, const T* vx, const T* vw, const SCTables& t,
                                  const T* coeff, T* d_g, T* d_x, T* d_w, T* workspace, int64_t S, int64_t N, int64_t M,
                                  int64_t Z, int64_t Wn, int64_t C, cudaStream_t stream) {
   if ((d_g || d_x) && N > 0 && C > 0) {
@@ -352,51 +352,43 @@ int64_t sc_workspace_elems(int64_t Z, int64_t Wn, int64_t C, int64_t n_slices) {
 
 #ifndef NNIP_CUDA_EMULATION
 
-cudaError_t sc_forward(const float* x, const float* w, const int64_t* index, const SCTablesDevice& t,
-                       const float* coeff, float* out, int64_t N, int64_t M, int64_t Z, int64_t Wn, int64_t C,
-                       cudaStream_t stream) {
+template <typename T>
+cudaError_t sc_forward(const T* x, const T* w, const int64_t* index, const SCTables& t, const T* coeff, T* out,
+                       int64_t N, int64_t M, int64_t Z, int64_t Wn, int64_t C, cudaStream_t stream) {
   return forward_impl(x, w, index, t, coeff, out, N, M, Z, Wn, C, stream);
 }
 
-cudaError_t sc_forward(const double* x, const double* w, const int64_t* index, const SCTablesDevice& t,
-                       const double* coeff, double* out, int64_t N, int64_t M, int64_t Z, int64_t Wn, int64_t C,
-                       cudaStream_t stream) {
-  return forward_impl(x, w, index, t, coeff, out, N, M, Z, Wn, C, stream);
-}
-
-cudaError_t sc_backward(const float* g, const float* x, const float* w, const int64_t* index, const int64_t* order,
-                        const int64_t* elem_ptr, const SCTablesDevice& t, const float* coeff, float* grad_x,
-                        float* grad_w, float* workspace, int64_t n_slices, int64_t N, int64_t M, int64_t Z,
-                        int64_t Wn, int64_t C, cudaStream_t stream) {
+template <typename T>
+cudaError_t sc_backward(const T* g, const T* x, const T* w, const int64_t* index, const int64_t* order,
+                        const int64_t* elem_ptr, const SCTables& t, const T* coeff, T* grad_x, T* grad_w,
+                        T* workspace, int64_t n_slices, int64_t N, int64_t M, int64_t Z, int64_t Wn, int64_t C,
+                        cudaStream_t stream) {
   return backward_impl(g, x, w, index, order, elem_ptr, t, coeff, grad_x, grad_w, workspace, n_slices, N, M, Z, Wn, C,
                        stream);
 }
 
-cudaError_t sc_backward(const double* g, const double* x, const double* w, const int64_t* index, const int64_t* order,
-                        const int64_t* elem_ptr, const SCTablesDevice& t, const double* coeff, double* grad_x,
-                        double* grad_w, double* workspace, int64_t n_slices, int64_t N, int64_t M, int64_t Z,
-                        int64_t Wn, int64_t C, cudaStream_t stream) {
-  return backward_impl(g, x, w, index, order, elem_ptr, t, coeff, grad_x, grad_w, workspace, n_slices, N, M, Z, Wn, C,
-                       stream);
-}
-
-cudaError_t sc_double_backward(const float* g, const float* x, const float* w, const int64_t* index,
-                               const int64_t* order, const int64_t* elem_ptr, const float* vx, const float* vw,
-                               const SCTablesDevice& t, const float* coeff, float* d_g, float* d_x, float* d_w,
-                               float* workspace, int64_t n_slices, int64_t N, int64_t M, int64_t Z, int64_t Wn,
-                               int64_t C, cudaStream_t stream) {
+template <typename T>
+cudaError_t sc_double_backward(const T* g, const T* x, const T* w, const int64_t* index, const int64_t* order,
+                               const int64_t* elem_ptr, const T* vx, const T* vw, const SCTables& t, const T* coeff,
+                               T* d_g, T* d_x, T* d_w, T* workspace, int64_t n_slices, int64_t N, int64_t M,
+                               int64_t Z, int64_t Wn, int64_t C, cudaStream_t stream) {
   return double_backward_impl(g, x, w, index, order, elem_ptr, vx, vw, t, coeff, d_g, d_x, d_w, workspace, n_slices, N,
                               M, Z, Wn, C, stream);
 }
 
-cudaError_t sc_double_backward(const double* g, const double* x, const double* w, const int64_t* index,
-                               const int64_t* order, const int64_t* elem_ptr, const double* vx, const double* vw,
-                               const SCTablesDevice& t, const double* coeff, double* d_g, double* d_x, double* d_w,
-                               double* workspace, int64_t n_slices, int64_t N, int64_t M, int64_t Z, int64_t Wn,
-                               int64_t C, cudaStream_t stream) {
-  return double_backward_impl(g, x, w, index, order, elem_ptr, vx, vw, t, coeff, d_g, d_x, d_w, workspace, n_slices, N,
-                              M, Z, Wn, C, stream);
-}
+#define NNIP_SC_INSTANTIATE(T)                                                                                      \
+  template cudaError_t sc_forward<T>(const T*, const T*, const int64_t*, const SCTables&, const T*, T*, int64_t,   \
+                                     int64_t, int64_t, int64_t, int64_t, cudaStream_t);                           \
+  template cudaError_t sc_backward<T>(const T*, const T*, const T*, const int64_t*, const int64_t*, const int64_t*, \
+                                      const SCTables&, const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t,   \
+                                      int64_t, int64_t, cudaStream_t);                                              \
+  template cudaError_t sc_double_backward<T>(const T*, const T*, const T*, const int64_t*, const int64_t*,          \
+                                             const int64_t*, const T*, const T*, const SCTables&, const T*, T*, T*, \
+                                             T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,          \
+                                             cudaStream_t);
+NNIP_SC_INSTANTIATE(float)
+NNIP_SC_INSTANTIATE(double)
+#undef NNIP_SC_INSTANTIATE
 
 #endif  // NNIP_CUDA_EMULATION
 

@@ -1,5 +1,6 @@
 // Raw-pointer CPU kernels of the fused channel-wise tensor product with gather and scatter (the MACE
-// interaction), its backward, and the edge sort they share. No torch headers: unit-tested by ctest.
+// interaction) and its backward. No torch headers: unit-tested by ctest. Tables: channelwise_tp/tables.h;
+// conventions and the shared helpers (edge sort, channel blocks): common/kernels.h.
 //
 // The product (cuequivariance "uv,iu,jv,kuv+ijk" with v = 1) is table-driven; nothing about ℓ or the
 // channel count is compiled in:
@@ -23,98 +24,17 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+
+#include "channelwise_tp/tables.h"
+#include "common/kernels.h"
 
 namespace nnip_scale {
 namespace cpu {
 
-// The sparse Clebsch–Gordan tables of one channel-wise product (built from the plan in Python).
-struct TPTables {
-  int64_t K = 0;                       // output rows
-  int64_t Q = 0;                       // (output row, x row) pairs
-  int64_t nnz = 0;                     // nonzero coefficients
-  const int64_t* path_of_k = nullptr;  // [K] path (weight row) of each output row
-  const int64_t* pair_ptr = nullptr;   // [K + 1] pairs of output row k: pair_ptr[k] .. pair_ptr[k+1]
-  const int64_t* pair_x = nullptr;     // [Q] x row of each pair
-  const int64_t* entry_ptr = nullptr;  // [Q + 1] coefficients of pair q: entry_ptr[q] .. entry_ptr[q+1]
-  const int64_t* entry_sh = nullptr;   // [nnz] harmonic j of each coefficient
-};
-
-// Which table entry is inconsistent, or nullptr when the tables are valid for P paths, I x rows and
-// J harmonics (checked on every call: O(K + Q + nnz), negligible next to the product).
-inline const char* check_tables(const TPTables& t, int64_t P, int64_t I, int64_t J) {
-  if (t.pair_ptr[0] != 0 || t.pair_ptr[t.K] != t.Q) return "pair_ptr must start at 0 and end at len(pair_x)";
-  if (t.entry_ptr[0] != 0 || t.entry_ptr[t.Q] != t.nnz)
-    return "entry_ptr must start at 0 and end at len(entry_sh)";
-  for (int64_t k = 0; k < t.K; ++k) {
-    if (t.pair_ptr[k + 1] < t.pair_ptr[k]) return "pair_ptr must be non-decreasing";
-    if (t.path_of_k[k] < 0 || t.path_of_k[k] >= P) return "path_of_k has entries outside [0, P)";
-  }
-  for (int64_t q = 0; q < t.Q; ++q) {
-    if (t.entry_ptr[q + 1] < t.entry_ptr[q]) return "entry_ptr must be non-decreasing";
-    if (t.pair_x[q] < 0 || t.pair_x[q] >= I) return "pair_x has entries outside [0, I)";
-  }
-  for (int64_t n = 0; n < t.nnz; ++n)
-    if (t.entry_sh[n] < 0 || t.entry_sh[n] >= J) return "entry_sh has entries outside [0, J)";
-  return nullptr;
-}
-
-// Stable counting sort of E edges by key (values in [0, n), already validated): ptr [n + 1] gets
-// the segment offsets, order [E] the edge ids grouped by key, in increasing edge id within a key.
-inline void sort_by_key(const int64_t* key, int64_t E, int64_t n, int64_t* ptr, int64_t* order) {
-  std::fill(ptr, ptr + n + 1, int64_t{0});
-  for (int64_t e = 0; e < E; ++e) ++ptr[key[e] + 1];
-  for (int64_t i = 0; i < n; ++i) ptr[i + 1] += ptr[i];
-  std::vector<int64_t> next(ptr, ptr + n);
-  for (int64_t e = 0; e < E; ++e) order[next[key[e]]++] = e;
-}
-
 // m[q] = sum_n coeff[n] * sh_e[entry_sh[n]] for the Q pairs of one edge.
 template <typename T>
 inline void pair_coefficients(const TPTables& t, const T* coeff, const T* sh_e, T* m) {
-  for (int64_t q = 0; q < t.Q; ++q) {
-    T s = T(0);
-    for (int64_t n = t.entry_ptr[q]; n < t.entry_ptr[q + 1]; ++n) s += coeff[n] * sh_e[t.entry_sh[n]];
-    m[q] = s;
-  }
-}
-
-// Software prefetch of n values starting at p (the per-edge rows are visited in an order the
-// hardware prefetcher cannot guess: gathered by sender or receiver).
-template <typename T>
-inline void prefetch_row(const T* p, int64_t n, bool for_write = false) {
-#if defined(__GNUC__) || defined(__clang__)
-  const char* c = reinterpret_cast<const char*>(p);
-  const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
-  if (for_write) {
-    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 1, 3);
-  } else {
-    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, 3);
-  }
-#else
-  (void)p;
-  (void)n;
-  (void)for_write;
-#endif
-}
-
-// Edges ahead of the current one whose rows are prefetched.
-constexpr int64_t kPrefetchDistance = 2;
-
-// Threads for one call: serial below ~4k multiply-adds, where starting the team costs more than
-// the work. Which thread owns which row never changes a result (rows are independent).
-inline int effective_threads(int n_threads, int64_t work) {
-  if (n_threads < 1 || work < 4096) return 1;
-  return n_threads;
-}
-
-// Channels are processed in blocks of CB (a compile-time width, so the accumulators live in
-// registers; CB = 64 bytes / sizeof(T) by default) plus one remainder block of width < CB.
-template <typename T>
-constexpr int64_t channel_block() {
-  return static_cast<int64_t>(64 / sizeof(T));
+  for (int64_t q = 0; q < t.Q; ++q) m[q] = pair_coefficient(t, coeff, sh_e, q);
 }
 
 // One edge of the forward, channels [u0, u0 + W) (W = CB, or the remainder width cw < CB):
@@ -131,25 +51,16 @@ inline void forward_edge_block(const TPTables& t, const T* __restrict m, const T
     {
       const T mq = m[q0];
       const T* __restrict xi = xs + t.pair_x[q0] * C + u0;
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-      for (int64_t u = 0; u < W; ++u) tmp[u] = mq * xi[u];
+      NNIP_SIMD for (int64_t u = 0; u < W; ++u) tmp[u] = mq * xi[u];
     }
     for (int64_t q = q0 + 1; q < q1; ++q) {
       const T mq = m[q];
       const T* __restrict xi = xs + t.pair_x[q] * C + u0;
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-      for (int64_t u = 0; u < W; ++u) tmp[u] += mq * xi[u];
+      NNIP_SIMD for (int64_t u = 0; u < W; ++u) tmp[u] += mq * xi[u];
     }
     const T* __restrict wk = we + t.path_of_k[k] * C + u0;
     T* __restrict ak = acc + k * C + u0;
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-    for (int64_t u = 0; u < W; ++u) ak[u] += wk[u] * tmp[u];
+    NNIP_SIMD for (int64_t u = 0; u < W; ++u) ak[u] += wk[u] * tmp[u];
   }
 }
 
@@ -163,7 +74,7 @@ void channelwise_tp_forward(const T* w, const T* x, const T* sh, const int64_t* 
   constexpr int64_t CB = channel_block<T>();
   const int64_t K = t.K, row = K * C;
   const int64_t E = rcv_ptr[N];
-  const int nt = effective_threads(n_threads, E * (t.Q + K) * C);
+  const int nt = parallel_threads(n_threads, E * (t.Q + K) * C, 4096);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -186,9 +97,9 @@ void channelwise_tp_forward(const T* w, const T* x, const T* sh, const int64_t* 
         const T* xs = x + sender[e] * I * C;
         const T* we = w + e * P * C;
         pair_coefficients(t, coeff, sh + e * J, m.data());
-        int64_t u0 = 0;
-        for (; u0 + CB <= C; u0 += CB) forward_edge_block<T, CB, false>(t, m.data(), xs, we, acc, C, u0, CB);
-        if (u0 < C) forward_edge_block<T, CB, true>(t, m.data(), xs, we, acc, C, u0, C - u0);
+        for_channel_blocks<CB>(C, [&](auto rem, int64_t u0, int64_t cw) {
+          forward_edge_block<T, CB, decltype(rem)::value>(t, m.data(), xs, we, acc, C, u0, cw);
+        });
       }
     }
   }
@@ -209,34 +120,22 @@ inline void backward_edge_block(const TPTables& t, const T* __restrict m, const 
     const T* __restrict wk = we + t.path_of_k[k] * C + u0;
     T gw[CB], tmp[CB];
     if (NEED_X || NEED_SH) {
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-      for (int64_t u = 0; u < W; ++u) gw[u] = gk[u] * wk[u];
+      NNIP_SIMD for (int64_t u = 0; u < W; ++u) gw[u] = gk[u] * wk[u];
     }
     if (NEED_W) {
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-      for (int64_t u = 0; u < W; ++u) tmp[u] = T(0);
+      NNIP_SIMD for (int64_t u = 0; u < W; ++u) tmp[u] = T(0);
     }
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t i = t.pair_x[q];
       const T* __restrict xi = xs + i * C + u0;
       if (NEED_W) {
         const T mq = m[q];
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-        for (int64_t u = 0; u < W; ++u) tmp[u] += mq * xi[u];
+        NNIP_SIMD for (int64_t u = 0; u < W; ++u) tmp[u] += mq * xi[u];
       }
       if (NEED_X) {
         const T mq = m[q];
         T* __restrict gxi = gxs + i * C + u0;
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-        for (int64_t u = 0; u < W; ++u) gxi[u] += mq * gw[u];
+        NNIP_SIMD for (int64_t u = 0; u < W; ++u) gxi[u] += mq * gw[u];
       }
       if (NEED_SH) {
         T d = T(0);
@@ -249,10 +148,7 @@ inline void backward_edge_block(const TPTables& t, const T* __restrict m, const 
     }
     if (NEED_W) {
       T* __restrict gwp = gwe + t.path_of_k[k] * C + u0;
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-      for (int64_t u = 0; u < W; ++u) gwp[u] += gk[u] * tmp[u];
+      NNIP_SIMD for (int64_t u = 0; u < W; ++u) gwp[u] += gk[u] * tmp[u];
     }
   }
 }
@@ -272,7 +168,7 @@ void channelwise_tp_backward_impl(const T* g, const T* w, const T* x, const T* s
   constexpr int64_t CB = channel_block<T>();
   const int64_t K = t.K;
   const int64_t E = snd_ptr[A];
-  const int nt = effective_threads(n_threads, E * (t.Q + K) * C);
+  const int nt = parallel_threads(n_threads, E * (t.Q + K) * C, 4096);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -307,13 +203,10 @@ void channelwise_tp_backward_impl(const T* g, const T* w, const T* x, const T* s
           std::memset(gwe, 0, sizeof(T) * P * C);
         }
         if (NEED_SH) std::fill(dq.begin(), dq.end(), T(0));
-        int64_t u0 = 0;
-        for (; u0 + CB <= C; u0 += CB)
-          backward_edge_block<T, CB, false, NEED_W, NEED_X, NEED_SH>(t, m.data(), xs, we, gr, gwe, gxs,
-                                                                    dq.data(), C, u0, CB);
-        if (u0 < C)
-          backward_edge_block<T, CB, true, NEED_W, NEED_X, NEED_SH>(t, m.data(), xs, we, gr, gwe, gxs,
-                                                                   dq.data(), C, u0, C - u0);
+        for_channel_blocks<CB>(C, [&](auto rem, int64_t u0, int64_t cw) {
+          backward_edge_block<T, CB, decltype(rem)::value, NEED_W, NEED_X, NEED_SH>(t, m.data(), xs, we, gr, gwe,
+                                                                                   gxs, dq.data(), C, u0, cw);
+        });
         if (NEED_SH) {
           T* __restrict gshe = grad_sh + e * J;
           for (int64_t j = 0; j < J; ++j) gshe[j] = T(0);

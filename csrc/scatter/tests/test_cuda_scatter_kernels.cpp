@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "check.h"
-#include "cuda/scatter_kernels.h"
+#include "tests/check.h"
+#include "scatter/cuda/scatter_kernels.h"
 
 int main() {
   int n = 0;
@@ -29,7 +29,7 @@ int main() {
   cudaMemcpy(d_src, src.data(), E * F * 8, cudaMemcpyHostToDevice);
   cudaMemcpy(d_idx, idx.data(), E * 8, cudaMemcpyHostToDevice);
   cudaMemset(d_out, 0, N * F * 8);
-  NNIP_CHECK(nnip_scale::cuda::scatter_sum_f64(d_src, d_idx, d_out, E, F, N, 0) == cudaSuccess);
+  NNIP_CHECK(nnip_scale::cuda::scatter_sum<double>(d_src, d_idx, d_out, E, F, N, 0) == cudaSuccess);
   cudaMemcpy(out.data(), d_out, N * F * 8, cudaMemcpyDeviceToHost);
   for (int64_t k = 0; k < N * F; ++k) NNIP_CHECK_NEAR(out[k], ref[k], 1e-9);
   NNIP_CHECK(nnip_scale::cuda::gather_rows_bytes(d_out, d_idx, d_g, E, N, F * 8, 0) == cudaSuccess);

@@ -1,4 +1,4 @@
-// Unit tests of the raw symmetric-contraction kernels (csrc/cpu/symmetric_contraction_kernels.h)
+// Unit tests of the raw symmetric-contraction kernels (csrc/symmetric_contraction/cpu/symmetric_contraction_kernels.h)
 // with random tables (a random monomial tree of degree <= 3, with a constant monomial, and random
 // sparse rows; the kernels are table-driven: nothing about ℓ is compiled in): the forward against a
 // naive evaluation, the backward against the naive weight gradient and central differences of the
@@ -9,60 +9,12 @@
 #include <random>
 #include <vector>
 
-#include "check.h"
-#include "cpu/symmetric_contraction_kernels.h"
+#include "tests/check.h"
+#include "symmetric_contraction/cpu/symmetric_contraction_kernels.h"
+#include "symmetric_contraction/tests/sc_case.h"
 
+using namespace nnip_scale;
 using namespace nnip_scale::cpu;
-
-struct Case {
-  int64_t M = 4, K = 3, Wn = 5, Z = 3;
-  std::vector<int64_t> parent, var, row_ptr{0}, entry_mono, row_out, row_weight;
-  std::vector<double> coeff;
-  SCTables tables() const {
-    SCTables t;
-    t.Q = static_cast<int64_t>(parent.size());
-    t.R = static_cast<int64_t>(row_out.size());
-    t.nnz = static_cast<int64_t>(entry_mono.size());
-    t.K = K;
-    t.mono_parent = parent.data();
-    t.mono_var = var.data();
-    t.row_ptr = row_ptr.data();
-    t.entry_mono = entry_mono.data();
-    t.row_out = row_out.data();
-    t.row_weight = row_weight.data();
-    return t;
-  }
-};
-
-static Case random_case(std::mt19937_64& rng) {
-  Case c;
-  std::uniform_real_distribution<double> val(-1, 1);
-  c.parent.push_back(-1);  // the constant monomial
-  c.var.push_back(-1);
-  for (int64_t m = 0; m < c.M; ++m) {  // degree 1
-    c.parent.push_back(-1);
-    c.var.push_back(m);
-  }
-  for (int d = 2; d <= 3; ++d) {
-    const int64_t lo = d == 2 ? 1 : 1 + c.M, hi = static_cast<int64_t>(c.parent.size());
-    for (int i = 0; i < 6; ++i) {
-      c.parent.push_back(lo + static_cast<int64_t>(rng() % (hi - lo)));
-      c.var.push_back(static_cast<int64_t>(rng() % c.M));
-    }
-  }
-  const int64_t Q = static_cast<int64_t>(c.parent.size());
-  for (int64_t r = 0; r < 9; ++r) {
-    const int64_t n_entries = r == 4 ? 0 : 1 + static_cast<int64_t>(rng() % 4);  // row 4: empty
-    for (int64_t n = 0; n < n_entries; ++n) {
-      c.entry_mono.push_back(static_cast<int64_t>(rng() % Q));
-      c.coeff.push_back(val(rng));
-    }
-    c.row_ptr.push_back(static_cast<int64_t>(c.entry_mono.size()));
-    c.row_out.push_back(static_cast<int64_t>(rng() % c.K));
-    c.row_weight.push_back(static_cast<int64_t>(rng() % c.Wn));
-  }
-  return c;
-}
 
 // out[n, k, u] by direct recursion over the monomial tree
 static std::vector<double> naive_forward(const Case& c, const std::vector<double>& x, const std::vector<double>& w,

@@ -1,6 +1,6 @@
 // CUDA kernels of scatter_sum (atomic adds, one thread per element) and gather_rows (row copies
 // with the widest aligned word). See scatter_kernels.h for the contract.
-#include "scatter_kernels.h"
+#include "scatter/cuda/scatter_kernels.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -71,15 +71,15 @@ bool aligned(const void* p, int64_t bytes) {
 
 }  // namespace
 
-cudaError_t scatter_sum_f32(const float* src, const int64_t* index, float* out, int64_t E,
-                            int64_t F, int64_t dim_size, cudaStream_t stream) {
+template <typename T>
+cudaError_t scatter_sum(const T* src, const int64_t* index, T* out, int64_t E, int64_t F, int64_t dim_size,
+                        cudaStream_t stream) {
   return launch_scatter(src, index, out, E, F, dim_size, stream);
 }
-
-cudaError_t scatter_sum_f64(const double* src, const int64_t* index, double* out, int64_t E,
-                            int64_t F, int64_t dim_size, cudaStream_t stream) {
-  return launch_scatter(src, index, out, E, F, dim_size, stream);
-}
+template cudaError_t scatter_sum<float>(const float*, const int64_t*, float*, int64_t, int64_t, int64_t,
+                                        cudaStream_t);
+template cudaError_t scatter_sum<double>(const double*, const int64_t*, double*, int64_t, int64_t, int64_t,
+                                         cudaStream_t);
 
 cudaError_t scatter_sum_bf16_acc_f32(const void* src, const int64_t* index, float* out, int64_t E,
                                      int64_t F, int64_t dim_size, cudaStream_t stream) {

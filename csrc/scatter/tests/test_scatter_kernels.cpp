@@ -1,10 +1,10 @@
-// Unit tests of the raw CPU kernels (csrc/cpu/scatter_kernels.h): all schedules vs a naive loop.
+// Unit tests of the raw CPU kernels (csrc/scatter/cpu/scatter_kernels.h): all schedules vs a naive loop.
 #include <cstdint>
 #include <random>
 #include <vector>
 
-#include "check.h"
-#include "cpu/scatter_kernels.h"
+#include "tests/check.h"
+#include "scatter/cpu/scatter_kernels.h"
 
 using nnip_scale::cpu::count_invalid_index;
 using nnip_scale::cpu::gather_rows;

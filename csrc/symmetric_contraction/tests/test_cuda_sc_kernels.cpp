@@ -1,15 +1,16 @@
 // The pure-CUDA symmetric-contraction kernels against the CPU kernels (random tables of degree <= 3
-// with a constant monomial, channel counts 1 / 33, an element without atoms, an out-of-range index
-// → zero rows); exits 77 (ctest: skipped) without a GPU.
+// with a constant monomial from sc_case.h, channel counts 1 / 33, an element without atoms, an
+// out-of-range index → zero rows); exits 77 (ctest: skipped) without a GPU.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <random>
 #include <vector>
 
-#include "check.h"
-#include "cpu/symmetric_contraction_kernels.h"
-#include "cuda/symmetric_contraction_kernels.h"
+#include "tests/check.h"
+#include "symmetric_contraction/cpu/symmetric_contraction_kernels.h"
+#include "symmetric_contraction/cuda/symmetric_contraction_kernels.h"
+#include "symmetric_contraction/tests/sc_case.h"
 
 namespace {
 
@@ -33,42 +34,10 @@ void run_case(int64_t N, int64_t C, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> val(-1, 1);
   const int64_t M = 5, K = 4, Wn = 6, Z = 3;
-  std::vector<int64_t> parent{-1}, var{-1}, row_ptr{0}, entry_mono, row_out, row_weight;
-  std::vector<double> coeff;
-  for (int64_t m = 0; m < M; ++m) {
-    parent.push_back(-1);
-    var.push_back(m);
-  }
-  for (int d = 2; d <= 3; ++d) {
-    const int64_t lo = d == 2 ? 1 : 1 + M, hi = static_cast<int64_t>(parent.size());
-    for (int i = 0; i < 7; ++i) {
-      parent.push_back(lo + static_cast<int64_t>(rng() % (hi - lo)));
-      var.push_back(static_cast<int64_t>(rng() % M));
-    }
-  }
-  const int64_t Q = static_cast<int64_t>(parent.size());
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t j = 0; j < 3; ++j) {
-      for (int64_t n = 0, ne = 1 + static_cast<int64_t>(rng() % 4); n < ne; ++n) {
-        entry_mono.push_back(static_cast<int64_t>(rng() % Q));
-        coeff.push_back(val(rng));
-      }
-      row_ptr.push_back(static_cast<int64_t>(entry_mono.size()));
-      row_out.push_back(k);
-      row_weight.push_back(static_cast<int64_t>(rng() % Wn));
-    }
-  nnip_scale::cpu::SCTables th;
-  th.Q = Q;
-  th.R = static_cast<int64_t>(row_out.size());
-  th.nnz = static_cast<int64_t>(entry_mono.size());
-  th.K = K;
-  th.mono_parent = parent.data();
-  th.mono_var = var.data();
-  th.row_ptr = row_ptr.data();
-  th.entry_mono = entry_mono.data();
-  th.row_out = row_out.data();
-  th.row_weight = row_weight.data();
-  NNIP_CHECK(nnip_scale::cpu::check_sc_tables(th, M, Wn) == nullptr);
+  const Case c = random_case(rng, M, K, Wn, Z, 7, 3 * K, /*rows_by_output=*/true, /*empty_row=*/-1);
+  const auto& coeff = c.coeff;
+  const nnip_scale::SCTables th = c.tables();
+  NNIP_CHECK(nnip_scale::check_sc_tables(th, M, Wn) == nullptr);
 
   std::vector<double> x(N * M * C), w(Z * Wn * C), g(N * K * C), vx(x.size()), vw(w.size());
   for (auto* v : {&x, &w, &g, &vx, &vw})
@@ -82,24 +51,16 @@ void run_case(int64_t N, int64_t C, uint64_t seed) {
                                        gw.data(), N, M, Z, Wn, C, 1);
   nnip_scale::cpu::sc_double_backward<double>(g.data(), x.data(), w.data(), index.data(), vx.data(), vw.data(), th,
                                               coeff.data(), dg.data(), dx.data(), dw.data(), N, M, Z, Wn, C, 1);
-  // atoms grouped by element
-  std::vector<int64_t> elem_ptr(Z + 1, 0), order(N);
-  for (int64_t n = 0; n < N; ++n) ++elem_ptr[index[n] + 1];
-  for (int64_t z = 0; z < Z; ++z) elem_ptr[z + 1] += elem_ptr[z];
-  std::vector<int64_t> next(elem_ptr.begin(), elem_ptr.end() - 1);
-  for (int64_t n = 0; n < N; ++n) order[next[index[n]]++] = n;
+  std::vector<int64_t> elem_ptr, order;
+  group_by_element(index, Z, elem_ptr, order);
 
-  nnip_scale::cuda::SCTablesDevice td;
-  td.Q = th.Q;
-  td.R = th.R;
-  td.nnz = th.nnz;
-  td.K = K;
-  td.mono_parent = upload(parent);
-  td.mono_var = upload(var);
-  td.row_ptr = upload(row_ptr);
-  td.entry_mono = upload(entry_mono);
-  td.row_out = upload(row_out);
-  td.row_weight = upload(row_weight);
+  nnip_scale::SCTables td = th;  // the same tables in device memory
+  td.mono_parent = upload(c.parent);
+  td.mono_var = upload(c.var);
+  td.row_ptr = upload(c.row_ptr);
+  td.entry_mono = upload(c.entry_mono);
+  td.row_out = upload(c.row_out);
+  td.row_weight = upload(c.row_weight);
   double *d_coeff = upload(coeff), *d_x = upload(x), *d_w = upload(w), *d_g = upload(g), *d_vx = upload(vx),
          *d_vw = upload(vw);
   int64_t *d_index = upload(index), *d_order = upload(order), *d_ptr = upload(elem_ptr);
@@ -111,10 +72,10 @@ void run_case(int64_t N, int64_t C, uint64_t seed) {
   using nnip_scale::cuda::sc_backward;
   using nnip_scale::cuda::sc_double_backward;
   using nnip_scale::cuda::sc_forward;
-  NNIP_CHECK(sc_forward(d_x, d_w, d_index, td, d_coeff, d_out, N, M, Z, Wn, C, 0) == cudaSuccess);
-  NNIP_CHECK(sc_backward(d_g, d_x, d_w, d_index, d_order, d_ptr, td, d_coeff, d_gx, d_gw, d_ws, S, N, M, Z, Wn, C, 0) ==
+  NNIP_CHECK(sc_forward<double>(d_x, d_w, d_index, td, d_coeff, d_out, N, M, Z, Wn, C, 0) == cudaSuccess);
+  NNIP_CHECK(sc_backward<double>(d_g, d_x, d_w, d_index, d_order, d_ptr, td, d_coeff, d_gx, d_gw, d_ws, S, N, M, Z, Wn, C, 0) ==
              cudaSuccess);
-  NNIP_CHECK(sc_double_backward(d_g, d_x, d_w, d_index, d_order, d_ptr, d_vx, d_vw, td, d_coeff, d_dg, d_dx, d_dw, d_ws,
+  NNIP_CHECK(sc_double_backward<double>(d_g, d_x, d_w, d_index, d_order, d_ptr, d_vx, d_vw, td, d_coeff, d_dg, d_dx, d_dw, d_ws,
                                 S, N, M, Z, Wn, C, 0) == cudaSuccess);
   NNIP_CHECK(cudaDeviceSynchronize() == cudaSuccess);
   auto near = [](const std::vector<double>& a, const std::vector<double>& b) {
@@ -131,7 +92,7 @@ void run_case(int64_t N, int64_t C, uint64_t seed) {
   if (N > 0) {
     const int64_t bad = 7;
     NNIP_CHECK(cudaMemcpy(d_index, &bad, sizeof(int64_t), cudaMemcpyHostToDevice) == cudaSuccess);
-    NNIP_CHECK(sc_forward(d_x, d_w, d_index, td, d_coeff, d_out, N, M, Z, Wn, C, 0) == cudaSuccess);
+    NNIP_CHECK(sc_forward<double>(d_x, d_w, d_index, td, d_coeff, d_out, N, M, Z, Wn, C, 0) == cudaSuccess);
     const auto o = download(d_out, out.size());
     for (int64_t i = 0; i < K * C; ++i) NNIP_CHECK(o[i] == 0.0);
   }
