@@ -82,6 +82,32 @@ inline void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, int6
               ", C=", x.size(2), "], got ", grad_out.sizes());
 }
 
+// All checks of the forward that need no host copy of device data, and its tables (validated with
+// `validate`: CPU).
+inline Tables check_forward(const at::Tensor& weights, const at::Tensor& x, const at::Tensor& sh,
+                            const at::Tensor& sender, const at::Tensor& receiver, int64_t n_atoms,
+                            const at::Tensor& path_of_k, const at::Tensor& pair_ptr, const at::Tensor& pair_x,
+                            const at::Tensor& entry_ptr, const at::Tensor& entry_sh, const at::Tensor& entry_coeff,
+                            bool validate) {
+  check_inputs(kFwd, weights, x, sh, sender, receiver);
+  TORCH_CHECK(n_atoms >= 0, kFwd, ": n_atoms must be >= 0, got ", n_atoms);
+  return make_tables(kFwd, x, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff, weights.size(1),
+                     sh.size(1), validate);
+}
+
+// The same for the backward (with grad_out [N, K, C]).
+inline Tables check_backward(const at::Tensor& grad_out, const at::Tensor& weights, const at::Tensor& x,
+                             const at::Tensor& sh, const at::Tensor& sender, const at::Tensor& receiver,
+                             const at::Tensor& path_of_k, const at::Tensor& pair_ptr, const at::Tensor& pair_x,
+                             const at::Tensor& entry_ptr, const at::Tensor& entry_sh, const at::Tensor& entry_coeff,
+                             bool validate) {
+  check_inputs(kBwd, weights, x, sh, sender, receiver);
+  Tables tb = make_tables(kBwd, x, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff, weights.size(1),
+                          sh.size(1), validate);
+  check_grad_out(grad_out, x, tb.t.K);
+  return tb;
+}
+
 // The backward's outputs (grad_weights [E, P, C], grad_x [A, I, C], grad_sh [E, J]); a gradient that is
 // not requested is an empty [0, ...] tensor (distinct, never aliased).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> alloc_grads(const at::Tensor& weights, const at::Tensor& x,

@@ -31,11 +31,10 @@ at::Tensor channelwise_tp_scatter_cpu(const at::Tensor& weights, const at::Tenso
                                       const at::Tensor& pair_x, const at::Tensor& entry_ptr,
                                       const at::Tensor& entry_sh, const at::Tensor& entry_coeff,
                                       int64_t dense_pairs) {
-  check_inputs(kFwd, weights, x, sh, sender, receiver);
-  TORCH_CHECK(n_atoms >= 0, kFwd, ": n_atoms must be >= 0, got ", n_atoms);
+  const Tables tb = check_forward(weights, x, sh, sender, receiver, n_atoms, path_of_k, pair_ptr, pair_x, entry_ptr,
+                                  entry_sh, entry_coeff, true);
   (void)dense_pairs;  // FLOP accounting only (see channelwise_tp/schema.cpp)
   const int64_t P = weights.size(1), A = x.size(0), I = x.size(1), C = x.size(2), J = sh.size(1);
-  const Tables tb = make_tables(kFwd, x, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff, P, J, true);
   const int nt = at::get_num_threads();
   auto snd = sender.contiguous(), rcv = receiver.contiguous();
   check_index_range(snd, A, kFwd, "sender", "x.size(0)", nt);
@@ -59,11 +58,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channelwise_tp_scatter_backward_c
     const at::Tensor& sender, const at::Tensor& receiver, const at::Tensor& path_of_k, const at::Tensor& pair_ptr,
     const at::Tensor& pair_x, const at::Tensor& entry_ptr, const at::Tensor& entry_sh,
     const at::Tensor& entry_coeff, int64_t dense_pairs, bool need_weights, bool need_x, bool need_sh) {
-  check_inputs(kBwd, weights, x, sh, sender, receiver);
-  (void)dense_pairs;
   const int64_t P = weights.size(1), A = x.size(0), I = x.size(1), C = x.size(2), J = sh.size(1);
-  const Tables tb = make_tables(kBwd, x, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff, P, J, true);
-  check_grad_out(grad_out, x, tb.t.K);
+  const Tables tb = check_backward(grad_out, weights, x, sh, sender, receiver, path_of_k, pair_ptr, pair_x, entry_ptr,
+                                   entry_sh, entry_coeff, true);
+  (void)dense_pairs;
   const int64_t N = grad_out.size(0);
   const int nt = at::get_num_threads();
   auto snd = sender.contiguous(), rcv = receiver.contiguous();

@@ -8,47 +8,10 @@
 
 #include "tests/check.h"
 #include "channelwise_tp/cpu/channelwise_tp_kernels.h"
+#include "channelwise_tp/tests/tp_case.h"
 
 using namespace nnip_scale;
 using namespace nnip_scale::cpu;
-
-struct Case {
-  int64_t K = 6, P = 3, I = 4, J = 5;
-  std::vector<int64_t> path_of_k, pair_ptr{0}, pair_x, entry_ptr{0}, entry_sh;
-  std::vector<double> coeff;
-  TPTables tables() const {
-    TPTables t;
-    t.K = K;
-    t.Q = static_cast<int64_t>(pair_x.size());
-    t.nnz = static_cast<int64_t>(entry_sh.size());
-    t.path_of_k = path_of_k.data();
-    t.pair_ptr = pair_ptr.data();
-    t.pair_x = pair_x.data();
-    t.entry_ptr = entry_ptr.data();
-    t.entry_sh = entry_sh.data();
-    return t;
-  }
-};
-
-static Case random_case(std::mt19937_64& rng) {
-  Case c;
-  std::uniform_real_distribution<double> val(-1, 1);
-  for (int64_t k = 0; k < c.K; ++k) {
-    c.path_of_k.push_back(k % c.P);
-    const int64_t n_pairs = k == 2 ? 0 : 1 + static_cast<int64_t>(rng() % 3);  // row 2: no pairs
-    for (int64_t q = 0; q < n_pairs; ++q) {
-      c.pair_x.push_back(static_cast<int64_t>(rng() % c.I));
-      const int64_t n_entries = 1 + static_cast<int64_t>(rng() % 2);
-      for (int64_t n = 0; n < n_entries; ++n) {
-        c.entry_sh.push_back(static_cast<int64_t>(rng() % c.J));
-        c.coeff.push_back(val(rng));
-      }
-      c.entry_ptr.push_back(static_cast<int64_t>(c.entry_sh.size()));
-    }
-    c.pair_ptr.push_back(static_cast<int64_t>(c.pair_x.size()));
-  }
-  return c;
-}
 
 template <typename T>
 static void check_case(const Case& c, int64_t A, int64_t E, int64_t C, double tol, uint64_t seed) {
