@@ -10,22 +10,9 @@
 #include "channelwise_tp/cuda/channelwise_tp_kernels.h"
 #include "channelwise_tp/tests/tp_case.h"
 #include "tests/check.h"
+#include "tests/cuda_device.h"
 
 namespace {
-
-template <typename T>
-T* upload(const std::vector<T>& v) {
-  T* d = nullptr;
-  NNIP_CHECK(cudaMalloc(reinterpret_cast<void**>(&d), sizeof(T) * (v.empty() ? 1 : v.size())) == cudaSuccess);
-  if (!v.empty()) NNIP_CHECK(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice) == cudaSuccess);
-  return d;
-}
-
-std::vector<double> download(const double* d, size_t n) {
-  std::vector<double> h(n);
-  if (n) NNIP_CHECK(cudaMemcpy(h.data(), d, sizeof(double) * n, cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
 
 void near(const std::vector<double>& a, const std::vector<double>& b) {
   NNIP_CHECK(a.size() == b.size());
@@ -80,11 +67,7 @@ void run_case(uint64_t seed, int64_t A, int64_t E, int64_t C) {
 }  // namespace
 
 int main() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;
-  }
+  if (const int rc = require_gpu()) return rc;
   run_case(1, 30, 400, 1);
   run_case(2, 50, 900, 5);
   run_case(3, 200, 3000, 37);

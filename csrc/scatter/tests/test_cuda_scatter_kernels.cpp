@@ -5,14 +5,11 @@
 #include <vector>
 
 #include "tests/check.h"
+#include "tests/cuda_device.h"
 #include "scatter/cuda/scatter_kernels.h"
 
 int main() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;
-  }
+  if (const int rc = require_gpu()) return rc;
   const int64_t E = 5000, F = 33, N = 200;
   std::vector<double> src(E * F), ref(N * F, 0.0), out(N * F);
   std::vector<int64_t> idx(E);

@@ -8,27 +8,12 @@
 #include <vector>
 
 #include "tests/check.h"
+#include "tests/cuda_device.h"
 #include "symmetric_contraction/cpu/symmetric_contraction_kernels.h"
 #include "symmetric_contraction/cuda/symmetric_contraction_kernels.h"
 #include "symmetric_contraction/tests/sc_case.h"
 
 namespace {
-
-template <typename V>
-typename V::value_type* upload(const V& v) {
-  using T = typename V::value_type;
-  T* d = nullptr;
-  const size_t bytes = sizeof(T) * (v.empty() ? 1 : v.size());
-  NNIP_CHECK(cudaMalloc(reinterpret_cast<void**>(&d), bytes) == cudaSuccess);
-  if (!v.empty()) NNIP_CHECK(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice) == cudaSuccess);
-  return d;
-}
-
-std::vector<double> download(const double* d, size_t n) {
-  std::vector<double> h(n);
-  NNIP_CHECK(cudaMemcpy(h.data(), d, sizeof(double) * n, cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
 
 void run_case(int64_t N, int64_t C, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -105,11 +90,7 @@ void run_case(int64_t N, int64_t C, uint64_t seed) {
 }  // namespace
 
 int main() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;
-  }
+  if (const int rc = require_gpu()) return rc;
   run_case(40, 1, 1);
   run_case(300, 33, 2);
   run_case(0, 5, 3);
