@@ -36,27 +36,33 @@ def _write_build_info(torch_version: str, cuda_version, with_cuda: bool) -> None
     os.replace(tmp, path)
 
 
+SOURCE_KINDS = ("schema", "cpu", "cuda", "cuda_glue", "test", "ops_test", "cuda_test", "emulated_test")
+
+
 def _sources() -> dict[str, list[str]]:
-    """csrc/sources.txt, the one source list shared with CMakeLists.txt: kind -> paths. Fails when
-    a .cpp/.cu under csrc/cpu or csrc/cuda is not listed, or a listed file does not exist."""
-    kinds = ("schema", "cpu", "cuda", "cuda_glue")
-    out: dict[str, list[str]] = {k: [] for k in kinds}
+    """csrc/sources.txt, the one source list shared with CMakeLists.txt: kind -> paths (the extension
+    uses schema/cpu/cuda/cuda_glue; the *test kinds are CMake's C++ tests). Fails when a .cpp/.cu anywhere
+    under csrc/ (csrc/<family>/cpu, cuda, tests, ...) is not listed, or a listed file does not exist."""
+    out: dict[str, list[str]] = {k: [] for k in SOURCE_KINDS}
     with open(os.path.join(HERE, "csrc", "sources.txt")) as fh:
         for n, line in enumerate(fh, 1):
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
             parts = line.split()
-            if len(parts) != 2 or parts[0] not in kinds:
-                raise SystemExit(f"nnip-scale: csrc/sources.txt line {n}: expected '<kind> <path>' with kind in {kinds}, got {line!r}")
+            if len(parts) != 2 or parts[0] not in SOURCE_KINDS:
+                raise SystemExit(
+                    f"nnip-scale: csrc/sources.txt line {n}: expected '<kind> <path>' with kind in {SOURCE_KINDS}, "
+                    f"got {line!r}"
+                )
             if not os.path.isfile(os.path.join(HERE, parts[1])):
                 raise SystemExit(f"nnip-scale: csrc/sources.txt line {n}: {parts[1]} does not exist")
             out[parts[0]].append(parts[1])
     listed = {p for paths in out.values() for p in paths}
     on_disk = {
         os.path.relpath(p, HERE)
-        for pattern in ("csrc/cpu/*.cpp", "csrc/cuda/*.cpp", "csrc/cuda/*.cu")
-        for p in glob.glob(os.path.join(HERE, pattern))
+        for pattern in ("csrc/**/*.cpp", "csrc/**/*.cu")
+        for p in glob.glob(os.path.join(HERE, pattern), recursive=True)
     }
     missing = sorted(on_disk - listed)
     if missing:

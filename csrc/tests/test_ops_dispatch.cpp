@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "check.h"
+#include "tests/check.h"
 
 static at::Tensor call_scatter(const at::Tensor& src, const at::Tensor& idx, int64_t n) {
   static auto op = c10::Dispatcher::singleton()

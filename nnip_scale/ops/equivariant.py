@@ -408,6 +408,8 @@ register_op(
     OpSpec(
         "channelwise_tp_scatter",
         impls={"torch": _ctp_torch, "cueq": _ctp_cueq, "native": ctp_native},
+        # CPU only until the CUDA twin (csrc/channelwise_tp/cuda/; compiled in CI, emulated in ctest,
+        # tests/test_ops_tp_cuda.py) has run on a GPU; then add "cuda" here
         native_dtypes={"cpu": NATIVE_DTYPES},
         limits={"native": _ctp_native_limit},
         flops=channelwise_tp_flops,

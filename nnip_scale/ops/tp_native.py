@@ -1,9 +1,9 @@
 """Native channel-wise tensor product with gather and scatter (the MACE interaction).
 
 Registers, for ``torch.ops.nnip_scale.channelwise_tp_scatter`` and its vector-Jacobian product
-``torch.ops.nnip_scale.channelwise_tp_scatter_backward`` (schemas in ``csrc/ops.cpp``, CPU kernels
-in ``csrc/cpu/channelwise_tp_*``): fake kernels (shapes from the inputs only), autograd and FLOP
-formulas.
+``torch.ops.nnip_scale.channelwise_tp_scatter_backward`` (schemas in ``csrc/channelwise_tp/schema.cpp``,
+CPU kernels in ``csrc/channelwise_tp/cpu/``): fake kernels (shapes from the inputs only), autograd and
+FLOP formulas.
 
 Derivatives. The product out = F(w, x, sh) is linear in each of w, x and sh. Its backward
 ``B(g; w, x, sh) = (∂/∂w, ∂/∂x, ∂/∂sh) ⟨g, F⟩`` is one fused op (grad_weights, grad_x, grad_sh; only

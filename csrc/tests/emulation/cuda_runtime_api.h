@@ -1,6 +1,7 @@
-// Stand-in for the CUDA runtime header when csrc/tests/test_cuda_sc_emulated.cpp runs the CUDA kernels
-// of csrc/cuda/*.cu on the host (no CUDA toolkit needed): only the types the kernel headers name.
+// Stand-in for the CUDA runtime header when a test runs the CUDA kernels of csrc/<family>/cuda/*.cu on
+// the host through cuda_emulation.h (no CUDA toolkit needed): only the types the kernel headers name.
 #pragma once
 typedef int cudaError_t;
 typedef struct CUstream_st* cudaStream_t;
 constexpr cudaError_t cudaSuccess = 0;
+constexpr cudaError_t cudaErrorInvalidValue = 1;
