@@ -21,38 +21,17 @@ Methods run round-robin within each case (machine load hits them alike); medians
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import replace_section  # noqa: E402
+from _bench_ops import add_report_args, median_interleaved, paired_mace_steps, run_report, step_row  # noqa: E402
 
 from nnip_scale.nn.irreps import symmetric_contraction_polynomial  # noqa: E402
 from nnip_scale.ops import native_supports  # noqa: E402
 from nnip_scale.ops.equivariant import PolynomialPlan, symmetric_contraction  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _median_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
 
 def _case(ell: int, correlation: int, channels: int, n_atoms: int, n_elements: int, dtype, seed: int = 0):
     ells = tuple(range(ell + 1))
@@ -99,7 +78,7 @@ def op_benchmark(args) -> list[str]:
                 sizes = f"{plan.n_monomials} / {plan.native_nnz} / {plan.n_rows}"
                 for kind in passes:
                     fns = {m: _pass_fn(kind, m, plan, x, w, index) for m in methods}
-                    t = _median_interleaved(fns, args.repeats)
+                    t = median_interleaved(fns, args.repeats)
                     nat, ref = t.get("native"), t["torch"]
                     ratio = f"{ref / nat:.1f}×" if nat else "—"
                     nat_s = f"{nat:.1f}" if nat else "—"
@@ -110,41 +89,14 @@ def op_benchmark(args) -> list[str]:
 
 
 def model_benchmark(args) -> list[str]:
-    from bench_models import Runner, discover
-
-    from nnip_scale.data import AtomsDataModule
-
-    configs = {c[0]: c for c in discover(ROOT / "configs" / "model")}
-    name, cls, init_args, options = configs["mace"]
-    dm = AtomsDataModule(train=args.data, cutoff=float(init_args.get("cutoff", 5.0)), val_fraction=0.05,
-                         test_fraction=0.0, batch_size=args.batch_size)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    runners = []
-    for width in args.widths:
-        for backend in ("native", "torch"):
-            r = Runner(name, cls, {**init_args, "forces": "direct", "backend": backend}, options, width, batch,
-                       dm.statistics, torch.device("cpu"))
-            r.key = (width, backend)
-            runners.append(r)
-    for r in runners:
-        for _ in range(2):
-            r.step()
-    # native and torch of one width run back to back in every round; the median of the per-round
-    # ratios is robust to load that drifts between rounds
-    ratios: dict[int, list[float]] = {}
-    for _ in range(args.model_repeats):
-        for nat, ref in zip(runners[0::2], runners[1::2]):
-            nat.timed(args.model_steps)
-            ref.timed(args.model_steps)
-            ratios.setdefault(nat.key[0], []).append(ref.times[-1] / nat.times[-1])
-    med = {r.key: 1e3 * statistics.median(r.times) for r in runners}
+    settings = {width: {"forces": "direct", "width": width} for width in args.widths}
+    batch, init_args, runners, med, ratios = paired_mace_steps(args, settings)
     # both layers' contraction alone at this batch's size, forward + backward
     a = int(batch["n_atoms"])
     n_elements = len(init_args.get("elements") or range(1, 101))
     sc_ms = {}
     for width in args.widths:
-        layers = runners[[r.key for r in runners].index((width, "torch"))].module.backbone.layers
+        layers = runners[width, "torch"].module.backbone.layers
         calls = []
         g = torch.Generator().manual_seed(1)
         for layer in layers:
@@ -161,7 +113,7 @@ def model_benchmark(args) -> list[str]:
                     torch.autograd.grad(out.square().sum(), leaves)
 
             fns[backend] = both
-        sc_ms[width] = _median_interleaved(fns, args.model_repeats * args.model_steps)
+        sc_ms[width] = median_interleaved(fns, args.model_repeats * args.model_steps)
     lines = [
         f"MACE (`configs/model/mace.yaml`: ℓ 1, harmonics and contraction input ℓ ≤ 3, correlation 3, "
         f"{n_elements} elements, 2 interactions), direct forces, one training step on one batch of "
@@ -177,67 +129,30 @@ def model_benchmark(args) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for width in args.widths:
-        nat, ref = med[(width, "native")], med[(width, "torch")]
-        sn, st = sc_ms[width]["native"], sc_ms[width]["torch"]
-        lines.append(f"| {width} | {nat:.1f} | {ref:.1f} | {statistics.median(ratios[width]):.2f}× | "
-                     f"{sn:.1f} / {st:.1f} | {100 * st / ref:.0f} % |")
-        print(lines[-1], flush=True)
+        lines.append(step_row([width], med[width, "native"], med[width, "torch"], ratios[width],
+                              sc_ms[width]["native"], sc_ms[width]["torch"]))
     return lines
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--atoms", type=int, nargs="+", default=[1_000, 10_000])
-    p.add_argument("--channels", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--ells", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--correlation", type=int, default=3)
     p.add_argument("--elements", type=int, default=14, help="number of elements (weight sets)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--double", action="store_true", help="also time forward+backward+double backward")
-    p.add_argument("--skip-ops", action="store_true")
-    p.add_argument("--skip-model", action="store_true")
-    p.add_argument("--data", default="builtin:molecules-demo")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--widths", type=int, nargs="+", default=[32, 64])
-    p.add_argument("--model-repeats", type=int, default=7)
-    p.add_argument("--model-steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--machine", default="2-core VM, no GPU")
-    p.add_argument("--date", default=f"{dt.date.today()}")
-    p.add_argument("--write", metavar="RESULTS_MD", help="replace the bench_sc section of this file")
+    add_report_args(p, "bench_sc", repeats=3, widths=[32, 64], model_repeats=7)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    body = [
-        "## Symmetric contraction: native kernel vs torch reference (issue 11)",
-        "",
-        f"Machine: {args.machine} ({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads), "
-        f"shared with other jobs; torch {torch.__version__}; date {args.date}.",
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
-        "",
-    ]
-    if not args.skip_ops:
-        body += [
-            f"### Op level ({args.dtype}; {args.elements} elements; inputs and outputs ℓ ≤ L; median of "
-            f"{args.repeats})",
-            "",
-            *op_benchmark(args),
-            "",
-            "Q / nnz / R: monomials of x, nonzero product-basis coefficients, rows (weight, output) of the "
-            "plan: the native kernel does Q + nnz + R multiply-adds per atom and channel, the dense torch "
-            "reference R·(Q + K). fwd+bwd: gradients of x and of the weights.",
-            "",
-        ]
-    if not args.skip_model:
-        body += ["### Model level", "", *model_benchmark(args), ""]
-    body.append(f"Wall time of the benchmark: {time.perf_counter() - t0:.0f} s; 1-min load average at the end "
-                f"{os.getloadavg()[0]:.1f} (a busy machine inflates all times alike).")
-    text = "\n".join(body)
-    print(text)
-    if args.write:
-        replace_section(args.write, "bench_sc", text)
+    heading = (
+        f"### Op level ({args.dtype}; {args.elements} elements; inputs and outputs ℓ ≤ L; median of "
+        f"{args.repeats})"
+    )
+    notes = (
+        "Q / nnz / R: monomials of x, nonzero product-basis coefficients, rows (weight, output) of the "
+        "plan: the native kernel does Q + nnz + R multiply-adds per atom and channel, the dense torch "
+        "reference R·(Q + K). fwd+bwd: gradients of x and of the weights."
+    )
+    title = "## Symmetric contraction: native kernel vs torch reference (issue 11)"
+    run_report(args, title, "bench_sc", heading, lambda: op_benchmark(args), notes, lambda: model_benchmark(args))
 
 
 if __name__ == "__main__":

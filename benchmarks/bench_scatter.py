@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
-import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_ops import command_line, machine_description, median_interleaved  # noqa: E402
 from _results import replace_section  # noqa: E402
 
 from nnip_scale.ops import native_supports, scatter_sum  # noqa: E402
@@ -46,24 +43,6 @@ def _methods(device: torch.device) -> dict:
     return out
 
 
-def _time_interleaved(fns: dict, device: torch.device, repeats: int, warmup: int = 3) -> dict:
-    """Median wall time (ms) of each fn(); the methods run round-robin, so that load from other
-    processes hits all of them alike."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
-
 def run(device: torch.device, n_atoms: int, n_edges: int, features: list[int], repeats: int):
     g = torch.Generator().manual_seed(0)
     index = torch.randint(0, n_atoms, (n_edges,), generator=g).to(device)
@@ -73,16 +52,17 @@ def run(device: torch.device, n_atoms: int, n_edges: int, features: list[int], r
         src = torch.randn(n_edges, F, generator=g).to(device)
         src_g = src.clone().requires_grad_(True)
         grad = torch.randn(n_atoms, F, generator=g).to(device)
-        fwd = _time_interleaved(
-            {n: (lambda fn=fn: fn(src, index, n_atoms)) for n, fn in methods.items()}, device, repeats
+        fwd = median_interleaved(
+            {n: (lambda fn=fn: fn(src, index, n_atoms)) for n, fn in methods.items()}, repeats, 3, device
         )
-        fb = _time_interleaved(
+        fb = median_interleaved(
             {
                 n: (lambda fn=fn: torch.autograd.grad(fn(src_g, index, n_atoms), src_g, grad))
                 for n, fn in methods.items()
             },
-            device,
             repeats,
+            3,
+            device,
         )
         rows += [(F, n, fwd[n], fb[n]) for n in methods]
     return list(methods), rows
@@ -91,16 +71,13 @@ def run(device: torch.device, n_atoms: int, n_edges: int, features: list[int], r
 def _table(names, rows, args, device) -> str:
     by = {(F, n): (a, b) for F, n, a, b in rows}
     feats = sorted({r[0] for r in rows})
-    if device.type == "cuda":
-        machine = torch.cuda.get_device_name(device)
-    else:
-        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+    machine = machine_description(device)
     lines = [
         f"Scatter-sum, fp32, {args.atoms} atoms, {args.edges} edges, device `{device.type}` "
         f"({machine}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"median of {args.repeats}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
         f"1-min load average {os.getloadavg()[0]:.1f} at the end (a busy machine inflates all times).",
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+        f"Command: `{command_line()}`",
         "",
         "| F | pass | " + " | ".join(f"{n} (ms)" for n in names) + " | index_add_ / native |",
         "|---|---|" + "---|" * len(names) + "---|",

@@ -21,41 +21,29 @@ Methods run round-robin within each case (machine load hits them alike); medians
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import replace_section  # noqa: E402
+from _bench_ops import (  # noqa: E402
+    add_report_args,
+    median_interleaved,
+    paired_mace_steps,
+    run_report,
+    saved_bytes,
+    step_row,
+)
 
 from nnip_scale.nn.irreps import channelwise_tp_descriptor  # noqa: E402
 from nnip_scale.ops import native_supports  # noqa: E402
 from nnip_scale.ops.equivariant import ChannelwiseTPPlan, channelwise_tp_scatter  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 PASSES = ("fwd", "fwd+bwd", "fwd+bwd+dbl")
 # per-edge E×K×C-sized tensors the torch reference holds at its peak, per pass (an estimate; used
 # only to skip reference cases that would not fit in this machine's memory)
 REF_EDGE_TENSORS = {"fwd": 3, "fwd+bwd": 4.5, "fwd+bwd+dbl": 10}
-
-
-def _median_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def _case(ell: int, channels: int, n_edges: int, n_atoms: int, dtype, seed: int = 0):
@@ -90,20 +78,9 @@ def _pass_fn(kind: str, backend: str, plan, w, x, sh, sender, receiver, n_atoms)
 
 def _saved_bytes(backend: str, plan, w, x, sh, sender, receiver, n_atoms) -> int:
     """Bytes of the distinct tensors autograd saves in the forward for the backward."""
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        try:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        except RuntimeError:  # tensors without storage
-            pass
-        return t
-
     leaves = [t.clone().requires_grad_(True) for t in (w, x, sh)]
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        channelwise_tp_scatter(plan, *leaves, sender, receiver, n_atoms, backend=backend)
-    inputs = {t.untyped_storage().data_ptr() for t in (*leaves, sender, receiver)}
-    return sum(n for p, n in seen.items() if p not in inputs)
+    return saved_bytes(lambda: channelwise_tp_scatter(plan, *leaves, sender, receiver, n_atoms, backend=backend),
+                       [*leaves, sender, receiver])
 
 
 def op_benchmark(args) -> list[str]:
@@ -124,7 +101,7 @@ def op_benchmark(args) -> list[str]:
                     run = [m for m in methods
                            if m != "torch" or REF_EDGE_TENSORS[kind] * per_edge <= args.max_ref_gb * 2**30]
                     fns = {m: _pass_fn(kind, m, plan, w, x, sh, snd, rcv, n_atoms) for m in run}
-                    t = _median_interleaved(fns, args.repeats)
+                    t = median_interleaved(fns, args.repeats)
                     nat, ref = t.get("native"), t.get("torch")
                     ratio = f"{ref / nat:.1f}×" if nat and ref else "—"
                     mem = (f"{saved['native']:.1f} / {saved['torch']:.1f}" if kind == "fwd" and len(saved) == 2 else "")
@@ -135,36 +112,9 @@ def op_benchmark(args) -> list[str]:
 
 
 def model_benchmark(args) -> list[str]:
-    from bench_models import Runner, discover
-
-    from nnip_scale.data import AtomsDataModule
-
-    configs = {c[0]: c for c in discover(ROOT / "configs" / "model")}
-    name, cls, init_args, options = configs["mace"]
-    dm = AtomsDataModule(train=args.data, cutoff=float(init_args.get("cutoff", 5.0)), val_fraction=0.05,
-                         test_fraction=0.0, batch_size=args.batch_size)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    runners = []
-    for forces in ("direct", "conservative"):
-        for width in args.widths:
-            for backend in ("native", "torch"):
-                r = Runner(name, cls, {**init_args, "forces": forces, "backend": backend}, options, width, batch,
-                           dm.statistics, torch.device("cpu"))
-                r.key = (forces, width, backend)
-                runners.append(r)
-    for r in runners:
-        for _ in range(2):
-            r.step()
-    # native and torch of one (forces, width) run back to back in every round: the ratio of each
-    # round is robust to load that drifts between rounds; its median is reported
-    ratios: dict[tuple, list[float]] = {}
-    for _ in range(args.model_repeats):
-        for nat, ref in zip(runners[0::2], runners[1::2]):
-            nat.timed(args.model_steps)
-            ref.timed(args.model_steps)
-            ratios.setdefault(nat.key[:2], []).append(ref.times[-1] / nat.times[-1])
-    med = {r.key: 1e3 * statistics.median(r.times) for r in runners}
+    settings = {(forces, width): {"forces": forces, "width": width}
+                for forces in ("direct", "conservative") for width in args.widths}
+    batch, _, _, med, ratios = paired_mace_steps(args, settings)
     # the interaction alone at this batch's size (both layers: in ℓ ≤ 0 then ℓ ≤ 1, harmonics ℓ ≤ 3):
     # fwd+bwd for the direct step, fwd+bwd+double bwd (create_graph) for the conservative one
     e, a = int(batch["n_edges"]), int(batch["n_atoms"])
@@ -191,7 +141,7 @@ def model_benchmark(args) -> list[str]:
                             torch.autograd.grad(sum(t.square().sum() for t in grads), leaves)
 
                 fns[backend] = both
-            tp_ms[(forces, width)] = _median_interleaved(fns, args.model_repeats * args.model_steps)
+            tp_ms[(forces, width)] = median_interleaved(fns, args.model_repeats * args.model_steps)
     lines = [
         f"MACE (`configs/model/mace.yaml`: ℓ 1, harmonics ℓ ≤ 3, correlation 3, 2 interactions), one training step "
         f"on one batch of {batch['n_structures']} demo molecules ({a} atoms, {e} edges), fp32; median of "
@@ -204,73 +154,34 @@ def model_benchmark(args) -> list[str]:
         "| forces | C | native step (ms) | torch step (ms) | torch / native | interaction: native / torch (ms) | interaction share of the torch step |",
         "|---|---|---|---|---|---|---|",
     ]
-    for forces in ("direct", "conservative"):
-        for width in args.widths:
-            nat, ref = med[(forces, width, "native")], med[(forces, width, "torch")]
-            tn, tt = tp_ms[(forces, width)]["native"], tp_ms[(forces, width)]["torch"]
-            ratio = statistics.median(ratios[(forces, width)])
-            lines.append(f"| {forces} | {width} | {nat:.1f} | {ref:.1f} | {ratio:.2f}× | {tn:.1f} / {tt:.1f} | "
-                         f"{100 * tt / ref:.0f} % |")
-            print(lines[-1], flush=True)
+    for key in settings:
+        lines.append(step_row(list(key), med[key, "native"], med[key, "torch"], ratios[key],
+                              tp_ms[key]["native"], tp_ms[key]["torch"]))
     return lines
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--edges", type=int, nargs="+", default=[10_000, 100_000])
-    p.add_argument("--channels", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--ells", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--neighbors", type=int, default=20, help="edges per atom (atoms = E / neighbors)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dbl-max-edges", type=int, default=100_000, help="run the double backward only up to this E")
     p.add_argument("--max-ref-gb", type=float, default=12.0,
                    help="skip torch-reference cases whose per-edge tensors would exceed this (GB)")
-    p.add_argument("--skip-ops", action="store_true")
-    p.add_argument("--skip-model", action="store_true")
-    p.add_argument("--data", default="builtin:molecules-demo")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
-    p.add_argument("--model-repeats", type=int, default=9)
-    p.add_argument("--model-steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--machine", default="2-core VM, no GPU")
-    p.add_argument("--date", default=f"{dt.date.today()}")
-    p.add_argument("--write", metavar="RESULTS_MD", help="replace the bench_tp section of this file")
+    add_report_args(p, "bench_tp", repeats=5, widths=[16, 32, 64], model_repeats=9)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    body = [
-        "## MACE interaction: native kernel vs torch reference (issue 11)",
-        "",
-        f"Machine: {args.machine} ({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads), "
-        f"shared with other jobs; torch {torch.__version__}; date {args.date}.",
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
-        "",
-    ]
-    if not args.skip_ops:
-        body += [
-            f"### Op level ({args.dtype}; atoms = E / {args.neighbors}; receivers sorted, senders random; "
-            f"median of {args.repeats}; ℓ = hidden = harmonics = output ℓ max)",
-            "",
-            *op_benchmark(args),
-            "",
-            "fwd+bwd: gradients of weights, x and sh. fwd+bwd+dbl: those with create_graph, then the "
-            "gradient of the sum of their squares (a conservative model's force-loss pattern). "
-            "“— (memory)”: the torch reference would need more than "
-            f"{args.max_ref_gb:g} GB of per-edge tensors. Saved for bwd: distinct tensors autograd keeps "
-            "from the forward (inputs excluded).",
-            "",
-        ]
-    if not args.skip_model:
-        body += ["### Model level", "", *model_benchmark(args), ""]
-    body.append(f"Wall time of the benchmark: {time.perf_counter() - t0:.0f} s; 1-min load average at the end "
-                f"{os.getloadavg()[0]:.1f} (a busy machine inflates all times alike).")
-    text = "\n".join(body)
-    print(text)
-    if args.write:
-        replace_section(args.write, "bench_tp", text)
+    heading = (
+        f"### Op level ({args.dtype}; atoms = E / {args.neighbors}; receivers sorted, senders random; "
+        f"median of {args.repeats}; ℓ = hidden = harmonics = output ℓ max)"
+    )
+    notes = (
+        "fwd+bwd: gradients of weights, x and sh. fwd+bwd+dbl: those with create_graph, then the "
+        "gradient of the sum of their squares (a conservative model's force-loss pattern). "
+        "“— (memory)”: the torch reference would need more than "
+        f"{args.max_ref_gb:g} GB of per-edge tensors. Saved for bwd: distinct tensors autograd keeps "
+        "from the forward (inputs excluded)."
+    )
+    title = "## MACE interaction: native kernel vs torch reference (issue 11)"
+    run_report(args, title, "bench_tp", heading, lambda: op_benchmark(args), notes, lambda: model_benchmark(args))
 
 
 if __name__ == "__main__":

@@ -17,21 +17,33 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from nnip_scale.ops._native import native_state
-from nnip_scale.ops.registry import OpSpec, dispatch, register_op
+from nnip_scale.ops.registry import (
+    OpSpec,
+    check_index,
+    check_index_range,
+    check_same_device,
+    check_size,
+    dispatch,
+    register_op,
+)
 
 _REDUCED = (torch.bfloat16, torch.float16)
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 # ----------------------------------------------------------------------------- torch reference
+# The native CPU kernels range-check ``index`` themselves; the torch and pyg paths check it here (CPU
+# only, registry.check_index_range), so an out-of-range entry is the same clear error on every backend.
 def _scatter_sum_torch(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
+    check_index_range("scatter_sum", "index", index, dim_size, "dim_size")
     if src.dtype in _REDUCED:  # accumulate in fp32, round once (as the native kernels)
-        return _scatter_sum_torch(src.float(), index, dim_size).to(src.dtype)
+        return src.float().new_zeros((dim_size, *src.shape[1:])).index_add(0, index, src.float()).to(src.dtype)
     out = src.new_zeros((dim_size, *src.shape[1:]))
     return out.index_add(0, index, src)
 
 
 def _gather_rows_torch(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    check_index_range("gather_rows", "index", index, x.shape[0], "x.size(0)")
     return x.index_select(0, index)
 
 
@@ -39,6 +51,7 @@ def _gather_rows_torch(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def _scatter_sum_pyg(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
     import torch_scatter
 
+    check_index_range("scatter_sum", "index", index, dim_size, "dim_size")
     return torch_scatter.scatter(src, index, dim=0, dim_size=dim_size, reduce="sum")
 
 
@@ -132,14 +145,12 @@ if native_state()["ok"]:
 
 
 # ----------------------------------------------------------------------------- public API
-def _check(t: torch.Tensor, index: torch.Tensor, op: str, name: str) -> None:
+def _check(op: str, name: str, t: torch.Tensor, index: torch.Tensor) -> None:
     if not isinstance(t, torch.Tensor) or t.dim() < 1:
-        raise ValueError(f"nnip_scale.ops.{op}: {name} must be a tensor with >= 1 dim")
-    if index.dim() != 1 or index.dtype != torch.int64:
-        raise ValueError(
-            f"nnip_scale.ops.{op}: index must be a 1-D int64 tensor, got shape "
-            f"{tuple(index.shape)} dtype {index.dtype}"
-        )
+        got = f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"nnip_scale.ops.{op}: {name} must be a tensor with >= 1 dim, got {got}")
+    check_index(op, "index", index)
+    check_same_device(op, {name: t, "index": index})
 
 
 def scatter_sum(
@@ -148,13 +159,10 @@ def scatter_sum(
     """Sum rows of ``src`` [E, F...] into ``dim_size`` rows: out[i] = Σ_{e: index[e]=i} src[e].
 
     Returns [dim_size, F...] in ``src``'s dtype (bf16/fp16 accumulate in fp32). Differentiable
-    to any order on every backend."""
-    _check(src, index, "scatter_sum", "src")
-    if isinstance(dim_size, torch.Tensor):
-        raise TypeError(
-            "nnip_scale.ops.scatter_sum: dim_size must be a Python int (e.g. batch['n_atoms']), "
-            "not a tensor (that would need a host sync)"
-        )
+    to any order on every backend. An index outside [0, dim_size) is an error naming the op and
+    the argument (on CPU; CUDA kernels skip such entries, checking would need a host sync)."""
+    _check("scatter_sum", "src", src, index)
+    check_size("scatter_sum", "dim_size", dim_size)
     if src.shape[0] != index.shape[0]:
         raise ValueError(
             f"nnip_scale.ops.scatter_sum: src has {src.shape[0]} rows but index has "
@@ -165,5 +173,5 @@ def scatter_sum(
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Rows of ``x`` [N, F...] picked by ``index`` [E]: out[e] = x[index[e]] → [E, F...]."""
-    _check(x, index, "gather_rows", "x")
+    _check("gather_rows", "x", x, index)
     return dispatch("gather_rows", backend, x)(x, index)
