@@ -575,8 +575,7 @@ OP_CASES: dict[str, OpCases] = {
         orders={"native": 3},
         flops_double_backward=False,
         backend_cases={"cueq": ("l1-C3", "l2-C7")},
-        gaps={("torch", "bad-index"): _EQUIVARIANT_INDEX, ("cueq", "bad-index"): _EQUIVARIANT_INDEX,
-              ("cueq", "empty"): _CUEQ_EMPTY},
+        gaps={},
     ),
     "symmetric_contraction": OpCases(
         cases={"l0-nu1-C1": _P(_sc_sample, 0, 1, 1), "l1-nu2-C7": _P(_sc_sample, 1, 2, 7),
@@ -588,23 +587,21 @@ OP_CASES: dict[str, OpCases] = {
         # products that FlopCounterMode does not count (0 counted, 24 by the formula): reported, not a case here
         flops_cases=("l1-nu2-C7", "l3to1-nu3-C9"),
         backend_cases={"cueq": ("l0-nu1-C1", "l1-nu2-C7")},
-        gaps={("torch", "bad-index"): _EQUIVARIANT_INDEX, ("cueq", "bad-index"): _EQUIVARIANT_INDEX,
-              ("cueq", "empty"): _CUEQ_EMPTY},
+        gaps={},
     ),
     "spherical_harmonics": OpCases(
         cases={f"l{ell}": _P(_sh_sample, ell) for ell in range(1, 4)},  # ℓ ≤ 0 alone is a constant
         empty={"no-edges": _P(_sh_sample, 2, n_edges=0)},
         bad=_sh_bad,
         backend_cases={"cueq": ("l1", "l3")},
-        gaps={("*", "bad-dtype"): "nnip_scale/ops/equivariant.py: spherical_harmonics does not check that vectors "
-                                  "are floating; torch's matmul error names neither op nor argument"},
+        gaps={},
     ),
     "so2_rotate_in": OpCases(
         cases={"l1-m1-C3": _P(_rotate_in_sample, 1, 1, 3), "l2-m1-C7": _P(_rotate_in_sample, 2, 1, 7),
                "l3-m2-C2": _P(_rotate_in_sample, 3, 2, 2)},
         empty={"no-edges": _P(_rotate_in_sample, 2, 1, 3, n_edges=0)},
         bad=_rotate_in_bad,
-        gaps={("*", f"bad-{k}"): _SO2 for k in ("dtype", "device", "index")},
+        gaps={},
     ),
     "so2_conv": OpCases(
         cases={"l2-m1-C3x2-radial-extra1": _P(_conv_sample, 2, 1, 3, 2, 1, True),
@@ -612,22 +609,20 @@ OP_CASES: dict[str, OpCases] = {
                "l1-m0-C5x1-radial": _P(_conv_sample, 1, 0, 5, 1, 0, True)},
         empty={"no-edges": _P(_conv_sample, 2, 1, 3, 2, 1, True, n_edges=0)},
         bad=_conv_bad,
-        gaps={**{("*", f"bad-{k}"): _SO2 for k in ("dtype", "device")},
-              ("*", "empty"): "nnip_scale/ops/so2.py: _so2_conv_torch reshapes with -1 (x0.reshape(E, -1)), which "
-                              "fails for 0 edges (reshape(E, n0 * c_in) would not)"},
+        gaps={},
     ),
     "so2_rotate_out_scatter": OpCases(
         cases={"l1-m1-C3": _P(_rotate_out_sample, 1, 1, 3), "l2-m1-C7": _P(_rotate_out_sample, 2, 1, 7),
                "l3-m2-C2": _P(_rotate_out_sample, 3, 2, 2)},
         empty={"no-edges": _P(_rotate_out_sample, 2, 1, 3, n_edges=0, isolated=6)},
         bad=_rotate_out_bad,
-        gaps={("*", f"bad-{k}"): _SO2 for k in ("dtype", "device", "index")},
+        gaps={},
     ),
     "reverse_edges": OpCases(
         cases={"molecule": _P(_reverse_sample, "molecule"), "cell": _P(_reverse_sample, "cell")},
         empty={"no-edges": _P(_reverse_sample, "no-edges"), "isolated": _P(_reverse_sample, "isolated")},
         bad=_reverse_bad,
-        gaps={("*", "bad-device"): _TRIPLETS, ("*", "bad-index"): _TRIPLETS, ("*", "compile"): _INDEX_COMPILE},
+        gaps={("*", "compile"): _INDEX_COMPILE},
         differentiable=False,
     ),
     "interaction_index": OpCases(
@@ -635,7 +630,7 @@ OP_CASES: dict[str, OpCases] = {
                "molecule": _P(_index_sample, "molecule", quad_cutoff=1.6)},
         empty={"no-edges": _P(_index_sample, "no-edges"), "isolated": _P(_index_sample, "isolated")},
         bad=_index_bad,
-        gaps={("*", "bad-device"): _TRIPLETS, ("*", "bad-index"): _TRIPLETS, ("*", "compile"): _INDEX_COMPILE,
+        gaps={("*", "compile"): _INDEX_COMPILE,
               ("*", "flops"): "nnip_scale/ops/triplets.py: the formula says 0 (integer index construction) but "
                               "count_flops counts the int64 index_add_ of the per-atom counts (e.g. 144 on the cell); "
                               "the ledger measures the latter"},
@@ -645,7 +640,7 @@ OP_CASES: dict[str, OpCases] = {
         cases={"K3-C7": _P(_basis_sample, 3, 7), "K1-C2": _P(_basis_sample, 1, 2), "K6-C1": _P(_basis_sample, 6, 1)},
         empty={"no-pairs": _P(_basis_sample, 3, 4, n_pairs=0, isolated=7)},
         bad=_basis_bad,
-        gaps={("*", f"bad-{k}"): _TRIPLETS for k in ("dtype", "device", "index")},
+        gaps={},
     ),
 }
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnip_scale.ops.registry import OpSpec, dispatch, register_op
+from nnip_scale.ops.registry import OpSpec, check_index_range, check_same_dtype, dispatch, register_op
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
 from nnip_scale.ops.sc_native import NATIVE_DTYPES as SC_NATIVE_DTYPES
 from nnip_scale.ops.sc_native import sc_native
@@ -251,7 +251,9 @@ def _sc_torch(plan: PolynomialPlan, x: torch.Tensor, weights: torch.Tensor, inde
 
 def _sc_cueq(plan: PolynomialPlan, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     n, c = x.shape[0], x.shape[2]
-    out = plan.cueq.get(x)([weights.reshape(weights.shape[0], -1), x.reshape(n, -1)], input_indices={0: index})[0]
+    out = plan.cueq.get(x)(  # explicit sizes: N or Z may be 0
+        [weights.reshape(weights.shape[0], plan.n_weights * c), x.reshape(n, plan.n_x * c)], input_indices={0: index}
+    )[0]
     return out.reshape(n, plan.n_out, c)
 
 
@@ -383,8 +385,10 @@ def _ctp_torch(plan, weights, x, sh, sender, receiver, n_atoms):
 
 def _ctp_cueq(plan, weights, x, sh, sender, receiver, n_atoms):
     e, c = weights.shape[0], weights.shape[2]
-    out = plan.cueq.get(x)(
-        [weights.reshape(e, -1), x.reshape(x.shape[0], -1), sh],
+    if e == 0:  # cuequivariance's naive path rejects an empty edge batch; the sum over no edges is 0
+        return _ctp_torch(plan, weights, x, sh, sender, receiver, n_atoms)
+    out = plan.cueq.get(x)(  # explicit sizes: E or A may be 0
+        [weights.reshape(e, plan.n_paths * c), x.reshape(x.shape[0], plan.dim_x * c), sh],
         input_indices={1: sender},
         output_shapes={0: x.new_empty(n_atoms, 0)},
         output_indices={0: receiver},
@@ -408,8 +412,6 @@ register_op(
     OpSpec(
         "channelwise_tp_scatter",
         impls={"torch": _ctp_torch, "cueq": _ctp_cueq, "native": ctp_native},
-        # CPU only until the CUDA twin (csrc/channelwise_tp/cuda/; compiled in CI, emulated in ctest,
-        # tests/test_ops_tp_cuda.py) has run on a GPU; then add "cuda" here
         native_dtypes={"cpu": NATIVE_DTYPES},
         limits={"native": _ctp_native_limit},
         flops=channelwise_tp_flops,
@@ -443,6 +445,7 @@ def spherical_harmonics(plan: PolynomialPlan, vectors: torch.Tensor, backend: st
     normalisation: ‖Y_ℓ‖² = 2ℓ + 1)."""
     if vectors.dim() != 2 or vectors.shape[1] != 3:
         raise ValueError(f"nnip_scale.ops.spherical_harmonics: expected vectors [E, 3], got {tuple(vectors.shape)}")
+    check_same_dtype("spherical_harmonics", {"vectors": vectors})
     return dispatch("spherical_harmonics", backend, vectors)(plan, vectors)
 
 
@@ -485,6 +488,8 @@ def channelwise_tp_scatter(
     for name, t in (("weights", weights), ("sh", sh)):
         if t.dtype != x.dtype:
             raise ValueError(f"{op}: {name} has dtype {t.dtype} but x has {x.dtype}; expected one floating dtype")
+    check_index_range("channelwise_tp_scatter", "sender", sender, x.shape[0], "x.size(0)")
+    check_index_range("channelwise_tp_scatter", "receiver", receiver, n_atoms, "n_atoms")
     impl = dispatch("channelwise_tp_scatter", backend, x, ell=plan.max_ell)
     return impl(plan, weights, x, sh, sender, receiver, n_atoms)
 
@@ -515,5 +520,6 @@ def symmetric_contraction(
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected one device")
     if weights.dtype != x.dtype:
         raise ValueError(f"{op}: weights has dtype {weights.dtype} but x has {x.dtype}; expected one floating dtype")
+    check_index_range("symmetric_contraction", "index", index, weights.shape[0], "weights.size(0)")
     impl = dispatch("symmetric_contraction", backend, x, components=max(plan.n_x, plan.n_out), correlation=plan.degree)
     return impl(plan, x, weights, index)

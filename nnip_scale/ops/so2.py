@@ -22,7 +22,16 @@ import math
 
 import torch
 
-from nnip_scale.ops.registry import OpSpec, dispatch, register_op
+from nnip_scale.ops.registry import (
+    OpSpec,
+    check_index,
+    check_index_range,
+    check_same_device,
+    check_same_dtype,
+    check_size,
+    dispatch,
+    register_op,
+)
 
 _FALLBACK = {"native": "torch", "pyg": "torch", "cueq": "torch"}  # no other kernels yet
 
@@ -49,7 +58,8 @@ def _so2_conv_torch(x, radial, w0, wm, lmax, mmax, n_extra):
     x0 = x[:, :n0]
     if radial is not None:
         x0 = x0 * radial[:, :n0]
-    out0 = x0.reshape(E, -1) @ w0
+    c_in = x.shape[2]
+    out0 = x0.reshape(E, n0 * c_in) @ w0  # explicit sizes: E may be 0
     c_out = (w0.shape[1] - n_extra) // n0
     parts = [out0[:, : n0 * c_out].reshape(E, n0, c_out)]
     row, rrow = n0, n0
@@ -61,7 +71,7 @@ def _so2_conv_torch(x, radial, w0, wm, lmax, mmax, n_extra):
             pos, neg = pos * r, neg * r
         w_re, w_im = wm[m - 1][0], wm[m - 1][1]
         big = torch.cat([torch.cat([w_re, w_im], dim=1), torch.cat([-w_im, w_re], dim=1)], dim=0)
-        out = torch.cat([pos.reshape(E, -1), neg.reshape(E, -1)], dim=-1) @ big
+        out = torch.cat([pos.reshape(E, n * c_in), neg.reshape(E, n * c_in)], dim=-1) @ big
         parts.append(out.reshape(E, 2 * n, c_out))
         row, rrow = row + 2 * n, rrow + n
     return torch.cat(parts, dim=1), out0[:, n0 * c_out :]
@@ -125,6 +135,13 @@ def so2_rotate_in(
               f"{tuple(x.shape)} and {tuple(wigner.shape)}")
     if src.shape != (wigner.shape[0],) or dst.shape != src.shape:
         _fail("so2_rotate_in", f"expected src/dst [E={wigner.shape[0]}], got {tuple(src.shape)}, {tuple(dst.shape)}")
+    op = "so2_rotate_in"
+    check_same_dtype(op, {"x": x, "wigner": wigner})
+    for name, t in (("src", src), ("dst", dst)):
+        check_index(op, name, t, wigner.shape[0])
+    check_same_device(op, {"x": x, "wigner": wigner, "src": src, "dst": dst})
+    for name, t in (("src", src), ("dst", dst)):
+        check_index_range(op, name, t, x.shape[0], "x.size(0)")
     return dispatch("so2_rotate_in", backend, x)(x, wigner, src, dst)
 
 
@@ -162,6 +179,9 @@ def so2_conv(
     n_pos = sum(lmax - m + 1 for m in range(mmax + 1))
     if radial is not None and tuple(radial.shape) != (x.shape[0], n_pos, c_in):
         _fail("so2_conv", f"radial has shape {tuple(radial.shape)}; expected ({x.shape[0]}, {n_pos}, {c_in})")
+    tensors = {"x": x, "radial": radial, "w0": w0, **{f"wm[{m}]": w for m, w in enumerate(wm)}}
+    check_same_dtype("so2_conv", tensors)
+    check_same_device("so2_conv", tensors)
     return dispatch("so2_conv", backend, x)(x, radial, w0, list(wm), lmax, mmax, n_extra)
 
 
@@ -173,8 +193,10 @@ def so2_rotate_out_scatter(
     if y.dim() != 3 or wigner.dim() != 3 or y.shape[:2] != wigner.shape[:2]:
         _fail("so2_rotate_out_scatter", f"expected y [E, R, C] and wigner [E, R, K] with the same E, R, got "
               f"{tuple(y.shape)} and {tuple(wigner.shape)}")
-    if index.shape != (y.shape[0],) or index.dtype != torch.int64:
-        _fail("so2_rotate_out_scatter", f"expected index int64 [{y.shape[0]}], got {tuple(index.shape)} {index.dtype}")
-    if isinstance(dim_size, torch.Tensor):
-        raise TypeError("nnip_scale.ops.so2_rotate_out_scatter: dim_size must be a Python int, not a tensor")
+    op = "so2_rotate_out_scatter"
+    check_index(op, "index", index, y.shape[0])
+    check_size(op, "dim_size", dim_size)
+    check_same_dtype(op, {"y": y, "wigner": wigner})
+    check_same_device(op, {"y": y, "wigner": wigner, "index": index})
+    check_index_range(op, "index", index, dim_size, "dim_size")
     return dispatch("so2_rotate_out_scatter", backend, y)(y, wigner, index, dim_size)

@@ -38,7 +38,15 @@ from typing import NamedTuple
 
 import torch
 
-from nnip_scale.ops.registry import OpSpec, dispatch, register_op
+from nnip_scale.ops.registry import (
+    OpSpec,
+    check_index_range,
+    check_same_device,
+    check_same_dtype,
+    check_size,
+    dispatch,
+    register_op,
+)
 
 _FALLBACK = {"native": "torch", "pyg": "torch", "cueq": "torch"}  # no other kernels yet
 _SHIFT_BITS = 21  # each cell-shift component packed in 21 bits: |S| < 2**20 cells
@@ -231,6 +239,8 @@ def _check_edges(op: str, edge_index: torch.Tensor, edge_shift: torch.Tensor, n_
     if isinstance(n_atoms, torch.Tensor) or not isinstance(n_atoms, int):
         raise TypeError(f"nnip_scale.ops.{op}: n_atoms must be a Python int (batch['n_atoms']), got "
                         f"{type(n_atoms).__name__}")
+    check_same_device(op, {"edge_index": edge_index, "edge_shift": edge_shift})
+    check_index_range(op, "edge_index", edge_index.reshape(-1), n_atoms, "n_atoms")
 
 
 def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor, n_atoms: int,
@@ -259,6 +269,7 @@ def interaction_index(
     edge order). ``sizes``: the five totals of ``SIZE_NAMES`` when already known on the host
     (skips the one host read)."""
     _check_edges("interaction_index", edge_index, edge_shift, n_atoms)
+    check_same_device("interaction_index", {"edge_index": edge_index, "dist": dist})
     if dist.shape != (edge_index.shape[1],):
         raise ValueError(f"nnip_scale.ops.interaction_index: expected dist [E={edge_index.shape[1]}], got "
                          f"{tuple(dist.shape)}")
@@ -299,6 +310,10 @@ def basis_scatter(x: torch.Tensor, basis: torch.Tensor, src: torch.Tensor, dst: 
         if t.shape != (n,) or t.dtype != torch.int64:
             raise ValueError(f"nnip_scale.ops.basis_scatter: expected {name} int64 [T={n}], got {tuple(t.shape)} "
                              f"{t.dtype}")
-    if isinstance(dim_size, torch.Tensor):
-        raise TypeError("nnip_scale.ops.basis_scatter: dim_size must be a Python int, not a tensor")
+    op = "basis_scatter"
+    check_size(op, "dim_size", dim_size)
+    check_same_dtype(op, {"x": x, "basis": basis})
+    check_same_device(op, {"x": x, "basis": basis, "src": src, "dst": dst})
+    check_index_range(op, "src", src, x.shape[0], "x.size(0)")
+    check_index_range(op, "dst", dst, dim_size, "dim_size")
     return dispatch("basis_scatter", backend, x)(x, basis, src, dst, dim_size)
