@@ -8,13 +8,14 @@ session and arguments) rather than calling the writers themselves.
 from pathlib import Path
 
 import numpy as np
-from ase.build import bulk
+from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 
-def _labelled(atoms, group: str):
+def label_emt(atoms, group: str):
+    """``atoms`` with its EMT energy and forces frozen in a SinglePointCalculator and ``info["group"]``."""
     atoms.calc = EMT()
     e, f = atoms.get_potential_energy(), atoms.get_forces()
     atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
@@ -48,7 +49,19 @@ def write_emt(
         for _ in range(per_group):
             a = base.copy()
             a.rattle(rattle, seed=int(rng.integers(1 << 30)))
-            frames.append(_labelled(a, f"{group_prefix}{g}"))
+            frames.append(label_emt(a, f"{group_prefix}{g}"))
+    write(path, frames, format="extxyz")
+    return path
+
+
+def write_emt_molecules(path: Path, specs, rattle: float) -> Path:
+    """Small molecules (non-periodic) labelled with EMT, one frame per ``(name, rattle_seed, group)`` of
+    ``specs``: ASE's ``molecule(name)`` rattled by ``rattle`` Å with that seed. Written as extxyz."""
+    frames = []
+    for name, seed, group in specs:
+        a = molecule(name)
+        a.rattle(rattle, seed=int(seed))
+        frames.append(label_emt(a, group))
     write(path, frames, format="extxyz")
     return path
 

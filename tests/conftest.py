@@ -48,3 +48,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def four_molecule_batch():
+    """One fp32 batch of four rattled molecules (CH4, H2O, C2H6, NH3; cutoff 4 Å) with random energy
+    and force labels: the batch of the μP coordinate checks and the symmetry-loss tests. Read-only."""
+    import numpy as np
+    from ase.build import molecule
+
+    from batch_utils import batch_from_atoms
+
+    mols = [molecule(n) for n in ("CH4", "H2O", "C2H6", "NH3")]
+    for m in mols:
+        m.rattle(0.05, seed=1)
+    rng = np.random.default_rng(0)
+    n_atoms = sum(len(m) for m in mols)
+    return batch_from_atoms(mols, 4.0, energies=rng.normal(size=4), forces=rng.normal(size=(n_atoms, 3)))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_utils import TINY_MPNN, data_args, trainer_args
 from nnip_scale import cli
 
 
@@ -15,11 +16,7 @@ def cu(emt_dataset):
 
 
 def base(data, tmp_path: Path) -> list[str]:
-    return ["--model.backbone", "MPNN", "--model.backbone.width", "8", "--model.backbone.depth", "1",
-            "--model.backbone.cutoff", "4.0", "--data.train", str(data), "--data.cutoff", "4.0",
-            "--data.val_fraction", "0.25", "--data.test_fraction", "0.0", "--data.cache_dir", str(tmp_path / "c"),
-            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--trainer.default_root_dir", str(tmp_path)]
+    return [*TINY_MPNN, *data_args(data, tmp_path), *trainer_args(tmp_path)]
 
 
 def first_lines(capsys) -> list[str]:

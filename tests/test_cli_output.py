@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_utils import TINY_MPNN, data_args, trainer_args
 from nnip_scale.cli import main
 
 
@@ -15,12 +16,8 @@ def cu(emt_dataset):
 
 
 def args(data, tmp_path: Path) -> list[str]:
-    return ["--model.backbone", "MPNN", "--model.backbone.width", "8", "--model.backbone.depth", "1",
-            "--model.backbone.cutoff", "4.0", "--data.train", str(data), "--data.cutoff", "4.0",
-            "--data.val_fraction", "0.25", "--data.test_fraction", "0.0", "--data.batch_size", "4",
-            "--data.cache_dir", str(tmp_path / "c"), "--trainer.accelerator", "cpu",
-            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-            "--trainer.logger.init_args.name", "demo", "--trainer.default_root_dir", str(tmp_path)]
+    return [*TINY_MPNN, *data_args(data, tmp_path, batch_size=4), *trainer_args(tmp_path, progress_bar=True),
+            "--trainer.logger.init_args.name", "demo"]
 
 
 def test_fit_output_is_quiet_and_validate_logs_apart(cu, tmp_path, capfd, caplog):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_utils import data_args, trainer_args
 from nnip_scale.cli import build_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,19 +26,8 @@ def cli_args(config: str, width: int, data, tmp_path, *extra: str, cutoff: float
         "--model.backbone.init_args.width", str(width),
         *extra,
         "--model.warmup_steps", "5",
-        "--data.train", str(data),
-        "--data.cutoff", str(cutoff),
-        "--data.val_fraction", "0.2",
-        "--data.test_fraction", "0.0",
-        "--data.batch_size", "8",
-        "--data.cache_dir", str(tmp_path / "cache"),
-        "--trainer.accelerator", "cpu",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.log_every_n_steps", "10",
-        "--trainer.val_check_interval", "150",
-        "--trainer.check_val_every_n_epoch", "null",
+        *data_args(data, tmp_path, cutoff=cutoff, val_fraction=0.2, batch_size=8),
+        *trainer_args(tmp_path, val_every=150, log_every=10),
     ]
 
 

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk, molecule
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
+from _emt_data import label_emt, write_emt_molecules
 from batch_utils import FakeStats, batch_from_atoms
 from nnip_scale.calculator import NNIPCalculator
 from nnip_scale.checkpoint import check_checkpoint, load_backbone
@@ -38,24 +37,10 @@ def contraction_shapes(model) -> list[tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------- EMT data (seconds)
-def _labelled(atoms, group: str):
-    atoms.calc = EMT()
-    e, f = atoms.get_potential_energy(), atoms.get_forces()
-    atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
-    atoms.info["group"] = group
-    return atoms
-
-
 def write_molecules(path: Path, names: tuple[str, ...], per_group: int = 4, seed: int = 0) -> Path:
     """Rattled small molecules (non-periodic) labelled with EMT, one group per molecule."""
-    frames = []
-    for k, name in enumerate(names):
-        for r in range(per_group):
-            a = molecule(name)
-            a.rattle(0.04, seed=seed + 100 * k + r)
-            frames.append(_labelled(a, name))
-    write(path, frames, format="extxyz")
-    return path
+    specs = [(name, seed + 100 * k + r, name) for k, name in enumerate(names) for r in range(per_group)]
+    return write_emt_molecules(path, specs, rattle=0.04)
 
 
 def write_alloys(path: Path, groups: int = 6, per_group: int = 4, seed: int = 0) -> Path:
@@ -68,7 +53,7 @@ def write_alloys(path: Path, groups: int = 6, per_group: int = 4, seed: int = 0)
         for _ in range(per_group):
             a = base.copy()
             a.rattle(0.05, seed=int(rng.integers(1 << 30)))
-            frames.append(_labelled(a, f"cell{g}"))
+            frames.append(label_emt(a, f"cell{g}"))
     write(path, frames, format="extxyz")
     return path
 

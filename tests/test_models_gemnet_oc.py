@@ -16,6 +16,7 @@ from ase.build import bulk, molecule
 from scipy.spatial.transform import Rotation
 from scipy.special import lpmv
 
+import _emt_data as emt_data
 from batch_utils import FakeStats, batch_from_atoms
 from model_contract import O3, ModelContract, standard_systems, transformed
 from nnip_scale.models import GemNetOC, registered_model
@@ -294,7 +295,7 @@ def test_mup_classification():
         (16 + 8 + 4) / (64 + 32 + 16))
 
 
-def test_coordinate_check():
+def test_coordinate_check(four_molecule_batch):
     """μP keeps the scale of the hidden features and of the updates of hidden features and energy
     output flat from width 16 to 128 (base 32): |log-log slope| < 0.15 (measured −0.046, −0.105,
     −0.074; docs/gemnet_oc.md). Under the standard parametrisation the updates grow with width
@@ -302,12 +303,7 @@ def test_coordinate_check():
     The scales are tests/test_mup.py's coordinate check (3 Adam steps, 3 seeds) on its batch."""
     from test_mup import slopes
 
-    mols = [molecule(n) for n in ("CH4", "H2O", "C2H6", "NH3")]
-    for m in mols:
-        m.rattle(0.05, seed=1)
-    rng = np.random.default_rng(0)
-    n_atoms = sum(len(m) for m in mols)
-    batch = batch_from_atoms(mols, CUTOFF, energies=rng.normal(size=4), forces=rng.normal(size=(n_atoms, 3)))
+    batch = four_molecule_batch
     mu, sp = (slopes(GemNetOC, batch, mup, widths=(16, 32, 64, 128), base=32) for mup in (True, False))
     for k in ("h", "dh", "dout"):
         assert abs(mu[k]) < 0.15, (k, mu)
@@ -317,23 +313,10 @@ def test_coordinate_check():
 # ---------------------------------------------------------------------- CLI training
 def write_emt_molecules(path: Path, n_per_molecule: int = 16, seed: int = 0) -> Path:
     """Rattled small molecules (H, C, N, O) labelled with ASE's EMT, ``info['group']`` per molecule."""
-    from ase.calculators.emt import EMT
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.io import write
-
     rng = np.random.default_rng(seed)
-    frames = []
-    for name in ("CH4", "H2O", "NH3", "C2H4", "CH3OH", "C2H6", "HCOOH", "CH3CHO"):
-        for k in range(n_per_molecule):
-            a = molecule(name)
-            a.rattle(0.08, seed=int(rng.integers(1 << 30)))
-            a.calc = EMT()
-            e, f = a.get_potential_energy(), a.get_forces()
-            a.calc = SinglePointCalculator(a, energy=e, forces=f)
-            a.info["group"] = f"{name}-{k % 4}"
-            frames.append(a)
-    write(path, frames, format="extxyz")
-    return path
+    names = ("CH4", "H2O", "NH3", "C2H4", "CH3OH", "C2H6", "HCOOH", "CH3CHO")
+    specs = [(name, rng.integers(1 << 30), f"{name}-{k % 4}") for name in names for k in range(n_per_molecule)]
+    return emt_data.write_emt_molecules(path, specs, rattle=0.08)
 
 
 def test_config_trains_from_the_cli(tmp_path, monkeypatch):

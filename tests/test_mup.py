@@ -6,10 +6,9 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from ase.build import molecule
 from torch import nn
 
-from batch_utils import FakeStats, batch_from_atoms
+from batch_utils import FakeStats
 from nnip_scale.models import MPNN
 from nnip_scale.models.base import PotentialModel
 from nnip_scale.models import MCEGNN
@@ -37,13 +36,8 @@ MODELS = [MPNN, MCEGNN, *_optional_models()]
 
 
 @pytest.fixture(scope="module")
-def batch():
-    mols = [molecule(n) for n in ("CH4", "H2O", "C2H6", "NH3")]
-    for m in mols:
-        m.rattle(0.05, seed=1)
-    rng = np.random.default_rng(0)
-    n_atoms = sum(len(m) for m in mols)
-    return batch_from_atoms(mols, CUTOFF, energies=rng.normal(size=4), forces=rng.normal(size=(n_atoms, 3)))
+def batch(four_molecule_batch):
+    return four_molecule_batch
 
 
 def build(cls, width, seed=0):

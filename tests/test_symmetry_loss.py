@@ -6,12 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk, molecule
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
+from ase.build import bulk
 from scipy import stats
 
+from _emt_data import write_emt_molecules
 from batch_utils import FakeStats, batch_from_atoms
 from nnip_scale.models import MPNN
 from nnip_scale.models import MCEGNN
@@ -23,13 +21,8 @@ CUTOFF = 4.0
 
 
 @pytest.fixture(scope="module")
-def batch():
-    mols = [molecule(n) for n in ("CH4", "H2O", "C2H6", "NH3")]
-    for m in mols:
-        m.rattle(0.05, seed=1)
-    rng = np.random.default_rng(0)
-    n_atoms = sum(len(m) for m in mols)
-    return batch_from_atoms(mols, CUTOFF, energies=rng.normal(size=4), forces=rng.normal(size=(n_atoms, 3)))
+def batch(four_molecule_batch):
+    return four_molecule_batch
 
 
 def model(cls, **kw):
@@ -142,18 +135,9 @@ def test_rotation_augmentation(batch):
 @pytest.fixture(scope="module")
 def emt_molecules(tmp_path_factory):
     """30 rattled small molecules labelled with ASE's EMT (H, C, N, O)."""
-    path = tmp_path_factory.mktemp("emt_mol") / "mol.extxyz"
-    frames = []
-    for k, name in enumerate(("CH4", "NH3", "H2O", "C2H6", "CH3OH", "HCN") * 5):
-        a = molecule(name)
-        a.rattle(0.05, seed=k)
-        a.calc = EMT()
-        e, f = a.get_potential_energy(), a.get_forces()
-        a.calc = SinglePointCalculator(a, energy=e, forces=f)
-        a.info["group"] = f"{name}{k % 3}"
-        frames.append(a)
-    write(path, frames, format="extxyz")
-    return path
+    names = ("CH4", "NH3", "H2O", "C2H6", "CH3OH", "HCN") * 5
+    specs = [(name, k, f"{name}{k % 3}") for k, name in enumerate(names)]
+    return write_emt_molecules(tmp_path_factory.mktemp("emt_mol") / "mol.extxyz", specs, rattle=0.05)
 
 
 def test_cli_symmetry_options_round_trip(emt_molecules, tmp_path):

@@ -4,34 +4,15 @@ scalars are written; checkpoints rebuild the backbone; bad model/data combinatio
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
 
+from cli_utils import data_args, trainer_args
 from nnip_scale.cli import build_cli, main
 
 
 @pytest.fixture(scope="module")
-def emt_data(tmp_path_factory):
+def emt_data(emt_dataset):
     """Rattled Cu/Al fcc cells (periodic, 8 atoms) labelled with EMT: 12 groups × 10 frames."""
-    root = tmp_path_factory.mktemp("emt")
-    rng = np.random.default_rng(0)
-    frames = []
-    for g in range(12):
-        base = bulk("Cu", "fcc", a=3.6 + 0.05 * rng.standard_normal(), cubic=True).repeat((2, 1, 1))
-        base.numbers[rng.random(len(base)) < 0.3] = 13
-        for k in range(10):
-            a = base.copy()
-            a.rattle(0.08, seed=int(rng.integers(1 << 30)))
-            a.calc = EMT()
-            e, f = a.get_potential_energy(), a.get_forces()
-            a.calc = SinglePointCalculator(a, energy=e, forces=f)
-            a.info["group"] = f"cell{g}"
-            frames.append(a)
-    path = root / "emt.extxyz"
-    write(path, frames, format="extxyz")
-    return path
+    return emt_dataset("cual", groups=12, per_group=10, seed=0)
 
 
 def cli_args(data_path, tmp_path, *extra):
@@ -43,19 +24,8 @@ def cli_args(data_path, tmp_path, *extra):
         "--model.backbone.init_args.cutoff", "4.0",
         "--model.lr", "0.005",
         "--model.warmup_steps", "5",
-        "--data.train", str(data_path),
-        "--data.cutoff", "4.0",
-        "--data.val_fraction", "0.25",
-        "--data.test_fraction", "0.0",
-        "--data.batch_size", "8",
-        "--data.cache_dir", str(tmp_path / "cache"),
-        "--trainer.accelerator", "cpu",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.log_every_n_steps", "5",
-        "--trainer.val_check_interval", "50",
-        "--trainer.check_val_every_n_epoch", "null",
+        *data_args(data_path, tmp_path, batch_size=8),
+        *trainer_args(tmp_path, val_every=50, log_every=5),
         *extra,
     ]
 
