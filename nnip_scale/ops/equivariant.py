@@ -9,8 +9,9 @@ Backends: ``torch`` executes the plan with einsum/index ops (the ground truth; i
 with ``backend="torch"``); ``cueq`` runs the very same polynomial through
 ``cuequivariance_torch.SegmentedPolynomial`` (``method="naive"`` on CPU, ``"uniform_1d"``/
 ``"fused_tp"`` on CUDA); ``native`` runs ``channelwise_tp_scatter`` on nnip_scale's fused CPU
-kernel (``nnip_scale.ops.tp_native``) and ``symmetric_contraction`` on its CPU and CUDA kernels
-(``nnip_scale.ops.sc_native``); spherical harmonics have no native kernel yet, so an explicit
+kernel (``nnip_scale.ops.tp_native``) and ``symmetric_contraction`` on its CPU kernel
+(``nnip_scale.ops.sc_native``); their CUDA twins are compiled but not registered with the resolver
+until run on a GPU (docs/ops.md); spherical harmonics have no native kernel yet, so an explicit
 ``native`` raises for them. Which backend runs is decided by
 ``nnip_scale.ops.registry.resolve_backend`` only. Weights are always passed in by the model.
 
@@ -149,7 +150,7 @@ class PolynomialPlan(_Plan):
             self._build_native_tables(terms, rows, order, col)
 
     def _build_native_tables(self, terms, rows, order, col) -> None:
-        """Sparse tables of the native symmetric contraction (csrc/cpu/symmetric_contraction_kernels.h),
+        """Sparse tables of the native symmetric contraction (csrc/symmetric_contraction/tables.h),
         built from the plan's own polynomial (pure Python: also under a meta device):
 
         - the monomial tree, in the column order of ``coeffs`` (Q = ``n_monomials``): monomial q is
@@ -333,7 +334,7 @@ class ChannelwiseTPPlan(_Plan):
         self.max_ell = max((seg[0] - 1) // 2 for operand in (x_op, sh_op, out_op) for seg in operand.segments)
 
     def _build_native_tables(self, stp, x_off, sh_off, out_off) -> None:
-        """Sparse CG tables of the native kernel (csrc/cpu/channelwise_tp_kernels.h): per output row k
+        """Sparse CG tables of the native kernel (csrc/channelwise_tp/tables.h): per output row k
         its path, its (k, x row i) pairs with a nonzero block, and per pair the (harmonic j,
         coefficient) entries, all in increasing order. ``dense_pairs`` = Σ_k dim(x segment of k)
         is what the dense reference multiplies per edge and channel (FLOP accounting)."""
@@ -430,7 +431,7 @@ register_op(
     OpSpec(
         "symmetric_contraction",
         impls={"torch": _sc_torch, "cueq": _sc_cueq, "native": sc_native},
-        # CPU only until the CUDA twin (csrc/cuda/symmetric_contraction_*; compiled in CI, emulated in ctest)
+        # CPU only until the CUDA twin (csrc/symmetric_contraction/cuda/; compiled in CI, emulated in ctest)
         # has run on a GPU: untested device code is not picked by `auto` nor run under `native`
         native_dtypes={"cpu": SC_NATIVE_DTYPES},
         limits={"native": _sc_native_limit},

@@ -2,9 +2,10 @@
 
 Registers, for ``torch.ops.nnip_scale.symmetric_contraction``, its vector-Jacobian product
 ``torch.ops.nnip_scale.symmetric_contraction_backward`` and the vector-Jacobian product of that,
-``torch.ops.nnip_scale.symmetric_contraction_double_backward`` (schemas in ``csrc/ops.cpp``, CPU
-kernels in ``csrc/cpu/symmetric_contraction_*``, CUDA kernels in ``csrc/cuda/symmetric_contraction_*``):
-fake kernels (shapes from the inputs only), autograd and FLOP formulas.
+``torch.ops.nnip_scale.symmetric_contraction_double_backward`` (schemas in
+``csrc/symmetric_contraction/schema.cpp``, CPU kernels in ``csrc/symmetric_contraction/cpu/``, CUDA kernels
+in ``csrc/symmetric_contraction/cuda/``: compiled, not registered with the resolver until run on a GPU,
+docs/ops.md): fake kernels (shapes from the inputs only), autograd and FLOP formulas.
 
 The contraction out = F(x, W) = Σ_r W[z, w_r] ⊙ P_r(x) is a polynomial of degree ν (the correlation)
 in the features x and linear in the weights W. Derivatives:

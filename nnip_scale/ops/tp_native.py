@@ -2,8 +2,9 @@
 
 Registers, for ``torch.ops.nnip_scale.channelwise_tp_scatter`` and its vector-Jacobian product
 ``torch.ops.nnip_scale.channelwise_tp_scatter_backward`` (schemas in ``csrc/channelwise_tp/schema.cpp``,
-CPU kernels in ``csrc/channelwise_tp/cpu/``): fake kernels (shapes from the inputs only), autograd and
-FLOP formulas.
+CPU kernels in ``csrc/channelwise_tp/cpu/``, CUDA kernels in ``csrc/channelwise_tp/cuda/``: compiled, not
+registered with the resolver until run on a GPU, docs/ops.md): fake kernels (shapes from the inputs only),
+autograd and FLOP formulas.
 
 Derivatives. The product out = F(w, x, sh) is linear in each of w, x and sh. Its backward
 ``B(g; w, x, sh) = (∂/∂w, ∂/∂x, ∂/∂sh) ⟨g, F⟩`` is one fused op (grad_weights, grad_x, grad_sh; only
