@@ -84,7 +84,7 @@ class ESENBlock(nn.Module):
         y, _ = self.conv2(gate(y, g, self.conv1.row_degree), None)
         y = y * envelope.view(-1, 1, 1)
         agg = so2_rotate_out_scatter(y, wigner, i, x.shape[0], backend=self.backend, block_rows=block_rows,
-                                     n_components=x.shape[1] if block_rows is not None else None)
+                                     n_components=num_components(self.lmax) if block_rows is not None else None)
         x = x + agg * inv_avg_neighbors
         h, g = self.ffn_in(self.norm_ffn(x))
         out, _ = self.ffn_out(gate(h, g, self.ffn_in.row_degree))
@@ -201,7 +201,7 @@ class ESEN(PotentialModel):
         i, j = batch["edge_index"][0], batch["edge_index"][1]
         psi = self.degree_embedding(torch.cat([rbf, h0[i], h0[j]], dim=-1)).view(-1, n0, self.width)
         psi = psi * envelope.view(-1, 1, 1)
-        k = x.shape[1] if rows0 is not None else None
+        k = num_components(self.lmax) if rows0 is not None else None
         x = x + so2_rotate_out_scatter(psi, wigner0, i, x.shape[0], backend=self.backend, block_rows=rows0,
                                        n_components=k) * inv_avg
         for block in self.blocks:

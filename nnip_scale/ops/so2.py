@@ -88,7 +88,7 @@ def so2_compact_wigner(wigner: torch.Tensor, lmax: int, mmax: int) -> torch.Tens
     flat = [r * K + ell * ell + j for r, (ell, _) in sorted(enumerate(_block_rows(lmax, mmax)), key=lambda t: t[1][1])
             for j in range(2 * ell + 1)]
     index = torch.tensor(flat, dtype=torch.int64, device=wigner.device)
-    return wigner.reshape(wigner.shape[0], -1).index_select(1, index)
+    return wigner.flatten(1).index_select(1, index)
 
 
 def so2_wigner_blocks(
@@ -115,7 +115,7 @@ def so2_wigner_blocks(
         keep = [ell * ell + ell + m for l_r, m in rows if l_r == ell]
         sh_l = sh[..., keep[0]:keep[0] + 1] if len(keep) == 1 else sh[..., keep]  # [E, P, R_ℓ]
         block = torch.einsum("epr,pb->erb", sh_l, proj[:, ell * ell:(ell + 1) ** 2])  # [E, R_ℓ, 2ℓ+1]
-        parts.append(block.reshape(block.shape[0], -1))
+        parts.append(block.flatten(1))
     return torch.cat(parts, dim=1)
 
 
@@ -245,15 +245,24 @@ def _fail(op: str, what: str) -> None:
     raise ValueError(f"nnip_scale.ops.{op}: {what}")
 
 
-def _check_compact(op: str, wigner, block_rows, n_edges: int, n_components: int) -> None:
+def _check_compact(op: str, wigner, block_rows, n_edges: int) -> None:
     if block_rows.dim() != 2 or block_rows.shape[1] != 2 or block_rows.dtype != torch.int64:
         _fail(op, f"expected block_rows int64 [R, 2] (so2_block_rows), got {tuple(block_rows.shape)} {block_rows.dtype}")
     if wigner.dim() != 2 or wigner.shape[0] != n_edges:
         _fail(op, f"expected compact wigner [E={n_edges}, NB] with block_rows, got {tuple(wigner.shape)}")
     if block_rows.device != wigner.device:
         _fail(op, f"block_rows is on {block_rows.device} but wigner is on {wigner.device}")
-    if math.isqrt(n_components) ** 2 != n_components:
-        _fail(op, f"expected (ℓmax+1)² atom components, got {n_components}")
+
+
+_SQUARES = tuple((ell + 1) ** 2 for ell in range(64))
+
+
+def _components(op: str, n) -> int:
+    """K = (ℓmax+1)² as a Python int (also for a symbolic size under torch.compile: compared, not computed)."""
+    for k in _SQUARES:
+        if n == k:
+            return k
+    _fail(op, f"expected (ℓmax+1)² atom components, got {n}")
 
 
 def _check_features(op: str, name: str, t, wigner, index_names, indices) -> None:
@@ -285,12 +294,14 @@ def so2_rotate_in(
         if wigner.dim() != 3 or wigner.shape[2] != x.shape[1]:
             _fail(op, f"expected x [A, K, C] and wigner [E, R, K] with the same K, got "
                   f"{tuple(x.shape)} and {tuple(wigner.shape)}")
+        components = 0  # not used: dense rows run on torch
     else:
-        _check_compact(op, wigner, block_rows, wigner.shape[0], int(x.shape[1]))
+        _check_compact(op, wigner, block_rows, wigner.shape[0])
+        components = _components(op, x.shape[1])
     if src.shape != (wigner.shape[0],) or dst.shape != src.shape:
         _fail(op, f"expected src/dst [E={wigner.shape[0]}], got {tuple(src.shape)}, {tuple(dst.shape)}")
     _check_features(op, "x", x, wigner, ("src", "dst"), (src, dst))
-    impl = dispatch(op, backend, x, compact=block_rows is not None, components=int(x.shape[1]))
+    impl = dispatch(op, backend, x, compact=block_rows is not None, components=components)
     return impl(x, wigner, src, dst, block_rows)
 
 
@@ -350,14 +361,15 @@ def so2_rotate_out_scatter(
         if y.dim() != 3 or wigner.dim() != 3 or y.shape[:2] != wigner.shape[:2]:
             _fail(op, f"expected y [E, R, C] and wigner [E, R, K] with the same E, R, got "
                   f"{tuple(y.shape)} and {tuple(wigner.shape)}")
-        n_components = int(wigner.shape[2])
+        n_components = 0  # not used: dense rows run on torch
     else:
-        if not isinstance(n_components, int) or isinstance(n_components, bool):
+        if not isinstance(n_components, (int, torch.SymInt)) or isinstance(n_components, bool):
             raise TypeError(f"nnip_scale.ops.{op}: n_components must be a Python int with block_rows, "
                             f"got {n_components!r}")
         if y.dim() != 3 or y.shape[1] != block_rows.shape[0]:
             _fail(op, f"expected y [E, R={block_rows.shape[0]}, C] (R = block_rows.size(0)), got {tuple(y.shape)}")
-        _check_compact(op, wigner, block_rows, y.shape[0], n_components)
+        _check_compact(op, wigner, block_rows, y.shape[0])
+        n_components = _components(op, n_components)
     if index.shape != (y.shape[0],) or index.dtype != torch.int64:
         _fail(op, f"expected index int64 [{y.shape[0]}], got {tuple(index.shape)} {index.dtype}")
     _check_features(op, "y", y, wigner, ("index",), (index,))
