@@ -40,7 +40,9 @@ from nnip_scale.ops import (
     reverse_edges,
     scatter_sum,
     so2_conv,
+    so2_block_rows,
     so2_layout,
+    so2_num_blocks,
     so2_rotate_in,
     so2_rotate_out_scatter,
 )
@@ -367,26 +369,53 @@ def _so2_rows(lmax: int, mmax: int) -> int:
     return len(so2_layout(lmax, mmax))
 
 
-def _rotate_in_sample(lmax, mmax, channels, dtype=F64, variant=0, n_atoms=5, n_edges=8) -> Sample:
+def _SO2_COMPACT(sample) -> dict:
+    """The compact-block cases of an edge rotation (the native kernels take only these): ℓmax 1–6."""
+    return {f"compact-l{ell}-m{m}-C{c}": _P(sample, ell, m, c, compact=True)
+            for ell, m, c in ((1, 1, 3), (2, 1, 7), (4, 2, 5), (6, 3, 2))}
+
+
+def _rotate_in_sample(lmax, mmax, channels, dtype=F64, variant=0, n_atoms=5, n_edges=8, compact=False) -> Sample:
+    """Dense Wigner rows [E, R, K], or (``compact``) their per-degree blocks [E, NB] with ``block_rows``
+    (the form the native kernels take; the torch path takes both)."""
     if variant:
         n_atoms, n_edges = n_atoms - 1, n_edges - 3
     g = gen(lmax + 10 * mmax)
     k = (lmax + 1) ** 2
     x = randn(g, n_atoms, k, channels, dtype=dtype)
-    wigner = randn(g, n_edges, _so2_rows(lmax, mmax), k, dtype=dtype)
     src, dst = (torch.randint(0, n_atoms, (n_edges,), generator=g) for _ in range(2))
+    if compact:
+        rows = so2_block_rows(lmax, mmax)
+        wigner = randn(g, n_edges, so2_num_blocks(lmax, mmax), dtype=dtype)
+        def native_calls():
+            ops = torch.ops.nnip_scale
+            g_out = randn(gen(7), n_edges, rows.shape[0], 2 * channels, dtype=dtype)
+            return [(ops.so2_rotate_in.default, (x, wigner, src, dst, rows)),
+                    *((ops.so2_rotate_in_backward.default, (g_out, x, wigner, src, dst, rows, *f))
+                      for f in ((True, True), (True, False), (False, True)))]
+
+        return Sample(lambda b, x_, w_, s, d: so2_rotate_in(x_, w_, s, d, backend=b, block_rows=rows),
+                      (x, wigner, src, dst), diff=(0, 1), flops_args=(x, wigner, src, dst, rows),
+                      native_calls=native_calls)
+    wigner = randn(g, n_edges, _so2_rows(lmax, mmax), k, dtype=dtype)
     return Sample(lambda b, x_, w_, s, d: so2_rotate_in(x_, w_, s, d, backend=b), (x, wigner, src, dst),
                   diff=(0, 1), flops_args=(x, wigner, src, dst))
 
 
 def _rotate_in_bad() -> list[BadInput]:
-    x, wigner, src, dst = _rotate_in_sample(2, 1, 3).args
+    x, wigner, src, dst = _rotate_in_sample(2, 1, 3, compact=True).args
+    rows = so2_block_rows(2, 1)
+
+    def call(**kw):
+        a = dict(x=x, wigner=wigner, src=src, dst=dst) | kw
+        return lambda b: so2_rotate_in(a["x"], a["wigner"], a["src"], a["dst"], backend=b, block_rows=rows)
+
     return [
-        BadInput("dtype", "wigner", lambda b: so2_rotate_in(x, wigner.float(), src, dst, backend=b)),
-        BadInput("dtype", "src", lambda b: so2_rotate_in(x, wigner, src.int(), dst, backend=b)),
-        BadInput("device", "dst", lambda b: so2_rotate_in(x, wigner, src, _meta(dst), backend=b)),
-        BadInput("shape", "wigner", lambda b: so2_rotate_in(x, wigner[..., :-1], src, dst, backend=b)),
-        BadInput("index", "src", lambda b: so2_rotate_in(x, wigner, bad_index(src, x.shape[0]), dst, backend=b)),
+        BadInput("dtype", "wigner", call(wigner=wigner.float())),
+        BadInput("dtype", "src", call(src=src.int())),
+        BadInput("device", "dst", call(dst=_meta(dst))),
+        BadInput("shape", "wigner", call(wigner=wigner[:, :-1])),
+        BadInput("index", "src", call(src=bad_index(src, x.shape[0]))),
     ]
 
 
@@ -427,26 +456,46 @@ def _conv_bad() -> list[BadInput]:
     ]
 
 
-def _rotate_out_sample(lmax, mmax, channels, dtype=F64, variant=0, n_atoms=6, n_edges=9, isolated=2) -> Sample:
+def _rotate_out_sample(lmax, mmax, channels, dtype=F64, variant=0, n_atoms=6, n_edges=9, isolated=2,
+                       compact=False) -> Sample:
+    """Dense Wigner rows, or (``compact``) their per-degree blocks with ``block_rows`` and K."""
     if variant:
         n_atoms, n_edges = n_atoms - 1, n_edges - 3
     g = gen(200 + lmax + 10 * mmax)
     k, r = (lmax + 1) ** 2, _so2_rows(lmax, mmax)
     y = randn(g, n_edges, r, channels, dtype=dtype)
-    wigner = randn(g, n_edges, r, k, dtype=dtype)
     index = torch.randint(0, max(n_atoms - isolated, 1), (n_edges,), generator=g)
+    if compact:
+        rows = so2_block_rows(lmax, mmax)
+        wigner = randn(g, n_edges, so2_num_blocks(lmax, mmax), dtype=dtype)
+        return Sample(lambda b, y_, w_, i, n: so2_rotate_out_scatter(y_, w_, i, n, backend=b, block_rows=rows,
+                                                                     n_components=k),
+                      (y, wigner, index, n_atoms), diff=(0, 1), flops_args=(y, wigner, index, n_atoms, rows, k),
+                      zero_rows=isolated, native_calls=lambda: [
+                          (torch.ops.nnip_scale.so2_rotate_out_scatter.default, (y, wigner, index, n_atoms, rows, k)),
+                          *((torch.ops.nnip_scale.so2_rotate_out_scatter_backward.default,
+                             (randn(gen(8), n_atoms, k, channels, dtype=dtype), y, wigner, index, rows, *f))
+                            for f in ((True, True), (True, False), (False, True)))])
+    wigner = randn(g, n_edges, r, k, dtype=dtype)
     return Sample(lambda b, y_, w_, i, n: so2_rotate_out_scatter(y_, w_, i, n, backend=b), (y, wigner, index, n_atoms),
                   diff=(0, 1), flops_args=(y, wigner, index, n_atoms), zero_rows=isolated)
 
 
 def _rotate_out_bad() -> list[BadInput]:
-    y, wigner, index, n = _rotate_out_sample(2, 1, 3).args
+    y, wigner, index, n = _rotate_out_sample(2, 1, 3, compact=True).args
+    rows = so2_block_rows(2, 1)
+
+    def call(**kw):
+        a = dict(y=y, wigner=wigner, index=index, n=n) | kw
+        return lambda b: so2_rotate_out_scatter(a["y"], a["wigner"], a["index"], a["n"], backend=b, block_rows=rows,
+                                                n_components=9)
+
     return [
-        BadInput("dtype", "y", lambda b: so2_rotate_out_scatter(y.float(), wigner, index, n, backend=b)),
-        BadInput("device", "index", lambda b: so2_rotate_out_scatter(y, wigner, _meta(index), n, backend=b)),
-        BadInput("shape", "wigner", lambda b: so2_rotate_out_scatter(y, wigner[:, :-1], index, n, backend=b)),
-        BadInput("shape", "dim_size", lambda b: so2_rotate_out_scatter(y, wigner, index, torch.tensor(n), backend=b)),
-        BadInput("index", "index", lambda b: so2_rotate_out_scatter(y, wigner, bad_index(index, n), n, backend=b)),
+        BadInput("dtype", "y", call(y=y.float())),
+        BadInput("device", "index", call(index=_meta(index))),
+        BadInput("shape", "wigner", call(wigner=wigner[:, :-1])),
+        BadInput("shape", "dim_size", call(n=torch.tensor(n))),
+        BadInput("index", "index", call(index=bad_index(index, n))),
     ]
 
 
@@ -598,9 +647,14 @@ OP_CASES: dict[str, OpCases] = {
     ),
     "so2_rotate_in": OpCases(
         cases={"l1-m1-C3": _P(_rotate_in_sample, 1, 1, 3), "l2-m1-C7": _P(_rotate_in_sample, 2, 1, 7),
-               "l3-m2-C2": _P(_rotate_in_sample, 3, 2, 2)},
-        empty={"no-edges": _P(_rotate_in_sample, 2, 1, 3, n_edges=0)},
+               "l3-m2-C2": _P(_rotate_in_sample, 3, 2, 2), **_SO2_COMPACT(_rotate_in_sample)},
+        empty={"no-edges": _P(_rotate_in_sample, 2, 1, 3, n_edges=0, compact=True)},
         bad=_rotate_in_bad,
+        backend_cases={"native": tuple(_SO2_COMPACT(_rotate_in_sample))},
+        flops_cases=("l1-m1-C3", "compact-l1-m1-C3", "compact-l2-m1-C7"),
+        # native counts what the dense rows count; the torch path on compact blocks first expands them (its
+        # double backward differs by the expansion's own terms), so only forward and backward are compared
+        flops_double_backward=False,
         gaps={},
     ),
     "so2_conv": OpCases(
@@ -613,9 +667,14 @@ OP_CASES: dict[str, OpCases] = {
     ),
     "so2_rotate_out_scatter": OpCases(
         cases={"l1-m1-C3": _P(_rotate_out_sample, 1, 1, 3), "l2-m1-C7": _P(_rotate_out_sample, 2, 1, 7),
-               "l3-m2-C2": _P(_rotate_out_sample, 3, 2, 2)},
-        empty={"no-edges": _P(_rotate_out_sample, 2, 1, 3, n_edges=0, isolated=6)},
+               "l3-m2-C2": _P(_rotate_out_sample, 3, 2, 2), **_SO2_COMPACT(_rotate_out_sample)},
+        empty={"no-edges": _P(_rotate_out_sample, 2, 1, 3, n_edges=0, isolated=6, compact=True)},
         bad=_rotate_out_bad,
+        backend_cases={"native": tuple(_SO2_COMPACT(_rotate_out_sample))},
+        flops_cases=("l1-m1-C3", "compact-l1-m1-C3", "compact-l2-m1-C7"),
+        # native counts what the dense rows count; the torch path on compact blocks first expands them (its
+        # double backward differs by the expansion's own terms), so only forward and backward are compared
+        flops_double_backward=False,
         gaps={},
     ),
     "reverse_edges": OpCases(

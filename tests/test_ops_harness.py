@@ -62,10 +62,10 @@ def _params(test: str, backends=None, cases: str | None = "cases", first: int | 
             gap = entry.gap(backend, test)
             marks = [pytest.mark.xfail(reason=gap, strict=True)] if gap else []
             ids = list(getattr(entry, cases))[:first] if cases else [None]
-            if cases == "cases" and backend in entry.backend_cases:
-                ids = [c for c in ids if c in entry.backend_cases[backend]] or list(entry.backend_cases[backend])[:1]
             if test == "flops" and entry.flops_cases is not None:
                 ids = list(entry.flops_cases)
+            if cases == "cases" and backend in entry.backend_cases:
+                ids = [c for c in ids if c in entry.backend_cases[backend]] or list(entry.backend_cases[backend])[:1]
             if test in FIRST_CASE_ONLY.get(backend, ()):
                 ids = ids[:1]
             for cid in ids:

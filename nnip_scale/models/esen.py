@@ -37,6 +37,8 @@ from nnip_scale.nn import MLP
 from nnip_scale.nn.so3 import SO2Convolution, SO3LayerNorm, SO3Linear, gate
 from nnip_scale.nn.wigner import MAX_DEGREE, edge_rotation, num_components, wigner_d, wigner_projector
 from nnip_scale.ops import so2_layout, so2_rotate_in, so2_rotate_out_scatter
+from nnip_scale.ops.registry import per_op_backend, resolve_backend
+from nnip_scale.ops.so2 import so2_block_rows, so2_wigner_blocks
 
 #: ℓ = 1 rows are (y, z, x): Cartesian (x, y, z) = rows (2, 0, 1) of the ℓ = 1 block
 _L1_TO_XYZ = [2, 0, 1]
@@ -71,16 +73,19 @@ class ESENLayer(nn.Module):
         rbf: torch.Tensor,
         envelope: torch.Tensor,
         inv_avg_neighbors: torch.Tensor,
+        block_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [A,K,W]; wigner [E,R,K] (edge-frame rows); rbf [E,num_radial]; envelope [E]."""
+        """x [A,K,W]; wigner [E,R,K] (edge-frame rows), or with ``block_rows`` their compact blocks
+        [E,NB] (``nnip_scale.ops.so2``); rbf [E,num_radial]; envelope [E]."""
         i, j = edge_index[0], edge_index[1]
         n_edges, w = rbf.shape[0], self.width
-        e = so2_rotate_in(self.norm_edge(x), wigner, i, j, backend=self.backend)  # [E, R, 2W]
+        e = so2_rotate_in(self.norm_edge(x), wigner, i, j, backend=self.backend, block_rows=block_rows)  # [E,R,2W]
         rho = self.radial(rbf).view(n_edges, self.n_positive, 2 * w)
         y, g = self.conv1(e, rho)
         y, _ = self.conv2(gate(y, g, self.conv1.row_degree), None)
         y = y * envelope.view(-1, 1, 1)
-        agg = so2_rotate_out_scatter(y, wigner, i, x.shape[0], backend=self.backend)
+        agg = so2_rotate_out_scatter(y, wigner, i, x.shape[0], backend=self.backend, block_rows=block_rows,
+                                     n_components=num_components(self.lmax) if block_rows is not None else None)
         x = x + agg * inv_avg_neighbors
         h, g = self.ffn_in(self.norm_ffn(x))
         out, _ = self.ffn_out(gate(h, g, self.ffn_in.row_degree))
@@ -133,6 +138,8 @@ class ESEN(PotentialModel):
         self.force_head = nn.Linear(width, 1, bias=False) if forces == "direct" else None
         rows = torch.tensor([ell * ell + ell + m for ell, m in so2_layout(lmax, mmax)])
         self.register_buffer("edge_rows", rows, persistent=False)
+        # (ℓ, offset) of each edge-frame row in the compact Wigner blocks the native rotations take
+        self.register_buffer("block_rows", so2_block_rows(lmax, mmax), persistent=False)
         # Wigner-D constants, fp64 (cast to the input dtype in forward; see nnip_scale.nn.wigner)
         for name, t in zip(("points", "projector", "mask"), wigner_projector(lmax)):
             self.register_buffer(f"wigner_{name}", t, persistent=False)
@@ -140,22 +147,37 @@ class ESEN(PotentialModel):
     def label_stem(self) -> str:
         return f"esen_l{self.lmax}" + (f"_m{self.mmax}" if self.mmax != self.lmax else "")
 
+    def compact_wigner(self, like: torch.Tensor) -> bool:
+        """Whether the edge rotations run on the native kernels for tensors like ``like``, which take
+        the compact per-degree Wigner blocks (built without the dense [E, R, K] rows); the torch path
+        keeps the dense rows. An explicit ``native`` that cannot serve raises here, naming why."""
+        backend = per_op_backend(self.backend, "so2_rotate_in")
+        return resolve_backend(backend, like.device, like.dtype, "so2_rotate_in", compact=True,
+                               components=num_components(self.lmax)) == "native"
+
     def atomic_outputs(self, batch: dict, edge_vec: torch.Tensor):
         g = self.edge_geometry(edge_vec)
         rbf, envelope, inv_avg = g.rbf, g.envelope, g.inv_avg_neighbors
         projector = (self.wigner_points, self.wigner_projector, self.wigner_mask)
-        wigner = wigner_d(edge_rotation(g.unit), self.lmax, rows=self.edge_rows, projector=projector)  # [E,R,K]
+        n0 = self.lmax + 1
+        if self.compact_wigner(edge_vec):
+            wigner = so2_wigner_blocks(edge_rotation(g.unit), self.lmax, self.mmax, projector=projector)  # [E,NB]
+            rows, wigner0, rows0 = self.block_rows, wigner, self.block_rows[:n0]  # m = 0 rows: the first n0
+        else:
+            wigner = wigner_d(edge_rotation(g.unit), self.lmax, rows=self.edge_rows, projector=projector)  # [E,R,K]
+            rows, wigner0, rows0 = None, wigner[:, :n0], None
         h0 = self.embedding(batch["atomic_numbers"])
         x = torch.cat([h0.unsqueeze(1), h0.new_zeros(h0.shape[0], num_components(self.lmax) - 1, self.width)], 1)
         # edge-degree embedding: m = 0 edge-frame coefficients from (rbf, Z_i, Z_j), rotated back,
         # so every degree is populated before the first block (its m > 0 weights see signal)
         i, j = batch["edge_index"][0], batch["edge_index"][1]
-        n0 = self.lmax + 1
         psi = self.degree_embedding(torch.cat([rbf, h0[i], h0[j]], dim=-1)).view(-1, n0, self.width)
         psi = psi * envelope.view(-1, 1, 1)
-        x = x + so2_rotate_out_scatter(psi, wigner[:, :n0], i, x.shape[0], backend=self.backend) * inv_avg
+        k = num_components(self.lmax) if rows0 is not None else None
+        x = x + so2_rotate_out_scatter(psi, wigner0, i, x.shape[0], backend=self.backend, block_rows=rows0,
+                                       n_components=k) * inv_avg
         for layer in self.layers:
-            x = layer(x, wigner, batch["edge_index"], rbf, envelope, inv_avg)
+            x = layer(x, wigner, batch["edge_index"], rbf, envelope, inv_avg, rows)
         h = self.norm_out(x)
         sq_norms = (h[:, 1:].square().transpose(1, 2) @ self.norm_out.degree_onehot).transpose(1, 2)  # [A, L, W]
         energy = self.energy_head(torch.cat([h[:, 0], sq_norms.flatten(1)], dim=-1)).squeeze(-1)

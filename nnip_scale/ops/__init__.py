@@ -18,7 +18,16 @@ from nnip_scale.ops.registry import (
 from nnip_scale.ops.registry import backend_table, per_op_backend, why_not  # noqa: F401
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
 from nnip_scale.ops.equivariant import channelwise_tp_scatter, spherical_harmonics, symmetric_contraction  # noqa: F401
-from nnip_scale.ops.so2 import so2_conv, so2_layout, so2_rotate_in, so2_rotate_out_scatter  # noqa: F401
+from nnip_scale.ops.so2 import (  # noqa: F401
+    so2_block_rows,
+    so2_compact_wigner,
+    so2_conv,
+    so2_layout,
+    so2_num_blocks,
+    so2_rotate_in,
+    so2_rotate_out_scatter,
+    so2_wigner_blocks,
+)
 from nnip_scale.ops.triplets import basis_scatter, interaction_index, interaction_sizes, reverse_edges  # noqa: F401
 
 __all__ = [
