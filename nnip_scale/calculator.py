@@ -55,23 +55,10 @@ class NNIPCalculator(Calculator):
                 f"atoms contain element(s) {names} that the model was not trained on; expected only "
                 f"its trained elements {element_symbols(np.flatnonzero(known).tolist())}"
             )
+        from nnip_scale.data.batching import atoms_item, build_batch  # the one batch builder
+
         edge_index, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.cutoff)
-        n = len(atoms)
-        cell = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
-        t = lambda x, dt=self.dtype: torch.as_tensor(np.asarray(x), dtype=dt, device=self.device)  # noqa: E731
-        return {
-            "atomic_numbers": t(z, torch.long),
-            "positions": t(atoms.positions),
-            "cell": t(cell)[None],
-            "pbc": t(atoms.pbc, torch.bool)[None],
-            "batch": torch.zeros(n, dtype=torch.long, device=self.device),
-            "num_atoms": torch.tensor([n], device=self.device),
-            "edge_index": t(edge_index, torch.long),
-            "edge_shift": t(shifts),
-            "n_atoms": n,
-            "n_structures": 1,
-            "n_edges": int(edge_index.shape[1]),
-        }
+        return build_batch([atoms_item(atoms, edge_index, shifts)], self.dtype, self.device)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

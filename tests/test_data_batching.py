@@ -74,3 +74,36 @@ def test_ddp_shares(make):
     val = [list(make(shuffle=False, num_replicas=world, rank=r)) for r in range(world)]
     flat = sorted(i for t in val for b in t for i in b)
     assert flat == list(range(23))  # each sample exactly once: no padding duplicates, nothing dropped
+
+
+def test_build_batch_is_the_one_builder_of_the_batch_dict():
+    """Unlabelled items (the calculator's batch) get no label keys; labels are all-or-none; the keys
+    are the constants of nnip_scale.data.keys; the tests' batch_from_atoms goes through it too."""
+    from ase.build import bulk, molecule
+
+    from batch_utils import batch_from_atoms
+    from nnip_scale.data import keys as K
+    from nnip_scale.data.batching import atoms_item, build_batch
+
+    systems = [molecule("H2O"), bulk("Cu", cubic=True)]
+    items = []
+    for atoms in systems:
+        i, j, S = ase_neighbor_list("ijS", atoms, 3.0)
+        items.append(atoms_item(atoms, np.stack([i, j]), S))
+    b = build_batch(items, torch.float64, device="cpu")
+    assert list(b) == [K.ATOMIC_NUMBERS, K.POSITIONS, K.CELL, K.PBC, K.BATCH, K.NUM_ATOMS, K.EDGE_INDEX, K.EDGE_SHIFT,
+                       K.N_ATOMS, K.N_STRUCTURES, K.N_EDGES]
+    assert b[K.CELL][0].abs().sum() == 0 and b[K.PBC].tolist() == [[False] * 3, [True] * 3]  # molecule: zero cell
+    assert b[K.POSITIONS].data_ptr() != torch.from_numpy(systems[0].positions).data_ptr()  # a copy, not a view
+    labelled = batch_from_atoms(systems, 3.0)
+    for key in b:
+        assert (b[key] == labelled[key]) if isinstance(b[key], int) else torch.equal(b[key], labelled[key]), key
+    assert labelled[K.SPIN].tolist() == [1, 1] and labelled[K.STRUCTURE_INDEX].tolist() == [0, 1]
+    assert K.STRESS not in labelled
+    with pytest.raises(ValueError, match=r"build_batch: item 1 has no 'energy' but 1 of the 2 items have one"):
+        build_batch([dict(items[0], energy=-1.0), items[1]])
+    with pytest.raises(ValueError, match=r"build_batch: no structures; expected at least one item"):
+        build_batch([])
+    with_stress = build_batch([dict(it, stress=np.eye(3)) for it in items])  # stress: when every item has one
+    assert with_stress[K.STRESS].shape == (2, 3, 3) and with_stress[K.STRESS].dtype == torch.float32
+    assert K.STRESS not in build_batch([dict(items[0], stress=np.eye(3)), dict(items[1], stress=None)])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from _emt_data import write_cu_emt  # tests/_emt_data.py
-from nnip_scale.study import StudyError, is_done, ledger_path, load_study
+from nnip_scale.study import StudyError, is_done, ledger_rows, load_study
 from nnip_scale.study.slurm import sbatch_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_grid_runs_report_and_rerun_skips(tmp_path, data, monkeypatch):
     study = load_study(path, out)
     for run in study.runs:
         assert is_done(run), run.run_id
-        rows = [json.loads(line) for line in ledger_path(run).read_text().splitlines()]
+        rows = ledger_rows(run)
         assert len(rows) in (2, 3) and rows[-1]["arch"] == run.arch.name and rows[-1]["width"] == run.width
         assert rows[-1]["atoms_seen"] >= 160 and (run.folder / "checkpoints" / "last.ckpt").is_file()
     # the report: the grid, the measured cost and the fits (a grid this small cannot support L(N, D)
@@ -143,7 +143,7 @@ def test_killed_study_resumes_without_retraining(tmp_path, data, monkeypatch):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "1 of 2 runs already finished: skipped" in again.stdout and f"resume {second.run_id}" in again.stdout
     assert (first.folder / "DONE.json").stat().st_mtime == done_before
-    rows = [json.loads(line) for line in ledger_path(second).read_text().splitlines()]
+    rows = ledger_rows(second)
     steps = [r["step"] for r in rows]
     # no lost or duplicated validations: evenly spaced every k steps, plus the one after the last batch
     k = steps[0]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nnip_scale.study import StudyError, is_done, ledger_path, load_study
+from nnip_scale.study import StudyError, is_done, ledger_rows, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "study" / "paper.yaml"
@@ -280,7 +280,7 @@ def test_paper_dry_run_end_to_end(tmp_path, lmdb, monkeypatch):
     assert len(study.runs) == 2 * len(ARCHS) and all(is_done(r) for r in study.runs)
     finals = {}
     for run in study.runs:
-        rows = [json.loads(line) for line in ledger_path(run).read_text().splitlines()]
+        rows = ledger_rows(run)
         assert rows and rows[-1]["arch"] == run.arch.name and rows[-1]["width"] == 8, run.run_id
         assert math.isfinite(rows[-1]["val_loss"]) and rows[-1]["n_params"] > 0
         finals[(run.arch.name, run.budget_fraction)] = rows[-1]

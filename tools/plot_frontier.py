@@ -14,11 +14,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
+from nnip_scale.atomic_io import atomic_write_text  # noqa: E402
 from nnip_scale.scaling import ScalingInputError, load_points  # noqa: E402
 from nnip_scale.scaling.analysis import frontier, preprocess  # noqa: E402
 from nnip_scale.scaling.io import C_UNITS, H_UNITS, POOL_FIELDS  # noqa: E402
 from nnip_scale.scaling.plots import frontier_figure  # noqa: E402
-from nnip_scale.scaling.report import write_atomic  # noqa: E402
 
 
 def main(argv=None):
@@ -57,7 +57,7 @@ def main(argv=None):
               "identity": meta["identity"],
               "frontiers": {arch: {"flops" if law == "L_C" else "gpu_hours": v["frontier"] for law, v in f.items()}
                             for arch, f in fronts.items()}}
-    write_atomic(os.path.join(a.out, "frontier.json"), json.dumps(result, indent=1))
+    atomic_write_text(os.path.join(a.out, "frontier.json"), json.dumps(result, indent=1))
     print(f"plot_frontier: {len(fronts)} architecture(s) -> {a.out}")
     return 0
 

@@ -14,12 +14,13 @@ duplicated to pad, and ranks may differ by one batch.
 from __future__ import annotations
 
 import abc
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.utils.data
 
+from . import keys as K
 from .structure import DataError
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -33,38 +34,82 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def collate(items: Sequence[dict], dtype: str | torch.dtype = torch.float32) -> dict:
-    """The batch dict of docs/conventions.md from :class:`AtomsDataset` items. Float tensors are
-    ``dtype``; ``n_atoms``, ``n_structures``, ``n_edges`` are plain Python ints."""
+#: optional per-structure fields of an item -> the batch key they fill (all items have one, or none)
+_OPTIONAL = {"energy": K.ENERGY, "forces": K.FORCES, "charge": K.CHARGE, "spin": K.SPIN, "index": K.STRUCTURE_INDEX}
+
+
+def _has(item: Mapping, name: str) -> bool:
+    return item.get(name) is not None
+
+
+def build_batch(items: Sequence[Mapping], dtype: str | torch.dtype = torch.float32,
+                device: str | torch.device | None = None) -> dict:
+    """The batch dict of docs/conventions.md (keys: :mod:`nnip_scale.data.keys`) from per-structure
+    records: the one builder of the batch, used by :func:`collate`, the ASE calculator and the tests.
+
+    Each item is a mapping with ``numbers`` [n], ``positions`` [n,3] (Å), ``cell`` [3,3] (zeros
+    when non-periodic), ``pbc`` [3], ``edge_index`` [2,e] (indices local to the structure) and
+    ``edge_shift`` [e,3] (:class:`AtomsDataset` items, or :func:`atoms_item`); optionally
+    ``energy``, ``forces`` [n,3], ``charge``, ``spin`` and ``index`` (its index in a dataset): each
+    of these fills its batch key when every item has it and is left out when none has it (some
+    items with and some without is an error), and ``stress`` [3,3] (or None) fills ``stress`` when
+    every item has one. Float tensors are ``dtype``; everything is on ``device`` (default: CPU);
+    ``n_atoms``, ``n_structures``, ``n_edges`` are plain Python ints."""
+    if len(items) == 0:
+        raise ValueError("build_batch: no structures; expected at least one item")
     dt = resolve_dtype(dtype)
     counts = np.fromiter((len(it["numbers"]) for it in items), dtype=np.int64, count=len(items))
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    n_edges_each = [it["edge_index"].shape[1] for it in items]
-    edge_index = np.concatenate([it["edge_index"] + o for it, o in zip(items, offsets)], axis=1)
-    f = lambda arr: torch.from_numpy(np.ascontiguousarray(arr)).to(dt)  # noqa: E731
+    n_edges_each = [np.shape(it["edge_index"])[1] for it in items]
+    edge_index = np.concatenate([np.asarray(it["edge_index"]) + o for it, o in zip(items, offsets)], axis=1)
+    f = lambda arr: torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=dt)  # noqa: E731
+    i64 = lambda arr: torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64)).to(device=device)  # noqa: E731
     n_atoms = int(counts.sum())
     S = len(items)
     batch = {
-        "atomic_numbers": torch.from_numpy(np.concatenate([it["numbers"] for it in items]).astype(np.int64)),
-        "positions": f(np.concatenate([it["positions"] for it in items])),
-        "cell": f(np.stack([it["cell"] for it in items])),
-        "pbc": torch.from_numpy(np.stack([it["pbc"] for it in items]).astype(bool)),
-        "batch": torch.from_numpy(np.repeat(np.arange(S, dtype=np.int64), counts)),
-        "num_atoms": torch.from_numpy(counts),
-        "edge_index": torch.from_numpy(edge_index.astype(np.int64, copy=False)),
-        "edge_shift": f(np.concatenate([it["edge_shift"] for it in items]).reshape(-1, 3)),
-        "energy": f(np.array([it["energy"] for it in items], dtype=np.float64)),
-        "forces": f(np.concatenate([it["forces"] for it in items])),
-        "charge": torch.tensor([int(it["charge"]) for it in items], dtype=torch.long),
-        "spin": torch.tensor([int(it["spin"]) for it in items], dtype=torch.long),
-        "structure_index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
-        "n_atoms": n_atoms,
-        "n_structures": S,
-        "n_edges": int(sum(n_edges_each)),
+        K.ATOMIC_NUMBERS: i64(np.concatenate([it["numbers"] for it in items])),
+        K.POSITIONS: f(np.concatenate([it["positions"] for it in items])),
+        K.CELL: f(np.stack([it["cell"] for it in items])),
+        K.PBC: torch.from_numpy(np.stack([it["pbc"] for it in items]).astype(bool)).to(device=device),
+        K.BATCH: i64(np.repeat(np.arange(S, dtype=np.int64), counts)),
+        K.NUM_ATOMS: i64(counts),
+        K.EDGE_INDEX: i64(edge_index),
+        K.EDGE_SHIFT: f(np.concatenate([np.asarray(it["edge_shift"]) for it in items]).reshape(-1, 3)),
     }
-    if all(it.get("stress") is not None for it in items):
-        batch["stress"] = f(np.stack([it["stress"] for it in items]))
+    for name, key in _OPTIONAL.items():
+        have = sum(_has(it, name) for it in items)
+        if have == 0:
+            continue
+        if have < S:
+            k = next(k for k, it in enumerate(items) if not _has(it, name))
+            raise ValueError(f"build_batch: item {k} has no {name!r} but {have} of the {S} items have one; "
+                             f"expected every item or none to carry {name!r}")
+        if name == "energy":
+            batch[key] = f(np.array([it["energy"] for it in items], dtype=np.float64))
+        elif name == "forces":
+            batch[key] = f(np.concatenate([it["forces"] for it in items]))
+        else:
+            batch[key] = torch.tensor([int(it[name]) for it in items], dtype=torch.long, device=device)
+    batch[K.N_ATOMS] = n_atoms
+    batch[K.N_STRUCTURES] = S
+    batch[K.N_EDGES] = int(sum(n_edges_each))
+    if all(_has(it, "stress") for it in items):
+        batch[K.STRESS] = f(np.stack([it["stress"] for it in items]))
     return batch
+
+
+def atoms_item(atoms, edge_index: np.ndarray, edge_shift: np.ndarray) -> dict:
+    """The unlabelled :func:`build_batch` item of an ``ase.Atoms`` with its neighbour list: the
+    cell is zeros when no direction is periodic (docs/conventions.md)."""
+    return {"numbers": atoms.numbers, "positions": atoms.positions,
+            "cell": atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3)), "pbc": atoms.pbc,
+            "edge_index": edge_index, "edge_shift": edge_shift}
+
+
+def collate(items: Sequence[dict], dtype: str | torch.dtype = torch.float32) -> dict:
+    """The batch dict of docs/conventions.md from :class:`AtomsDataset` items (:func:`build_batch`).
+    Float tensors are ``dtype``; ``n_atoms``, ``n_structures``, ``n_edges`` are plain Python ints."""
+    return build_batch(items, dtype)
 
 
 class Collater:

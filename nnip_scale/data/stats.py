@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from nnip_scale.atomic_io import atomic_write_json
 
 from .neighbors import neighbor_list
 
@@ -52,18 +53,10 @@ class DatasetStatistics:
         return cls(**d)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write JSON atomically (temp file + rename)."""
+        """Write JSON atomically (:mod:`nnip_scale.atomic_io`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DatasetStatistics":

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import math
 import os
 import warnings
 
 import numpy as np
+
+from nnip_scale.ledger_format import LedgerFormatError, read_records
 
 
 class ScalingInputError(ValueError):
@@ -103,27 +104,16 @@ def _text(value):
 
 
 def _read_ledger(path):
-    with open(path) as fh:
-        text = fh.read()
-    lines = text.split("\n")
-    complete = text.endswith("\n")
-    if complete:
-        lines = lines[:-1]
+    """The points of one ledger. Lines are read by ``nnip_scale.ledger_format`` (one policy for
+    every reader: a torn final line is skipped with a warning; a malformed line is an error naming
+    the file and line, raised here as ScalingInputError)."""
+    try:
+        records = read_records(path, stacklevel=4)
+    except LedgerFormatError as err:
+        raise ScalingInputError(str(err)) from None
     rows = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for i, row, _text_line in records:
         where = f"{path}:{i}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines) and not complete:
-                warnings.warn(f"{where}: torn final line ignored ({exc.msg})", stacklevel=3)
-                continue
-            raise ScalingInputError(f"{where}: malformed JSON line ({exc.msg}); expected one JSON object "
-                                    "per line (a compute ledger)") from None
-        if not isinstance(row, dict):
-            raise ScalingInputError(f"{where}: expected a JSON object (ledger row), got {type(row).__name__}")
         loss = row.get("val_loss")
         if row.get("status") == "diverged" or (isinstance(loss, float) and not math.isfinite(loss)):
             # a diverged run: left out of every fit by load_points, with a warning naming it

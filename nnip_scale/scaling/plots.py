@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
+
+from nnip_scale.atomic_io import atomic_open
 
 from .laws import predict_lnd, predict_power
 
@@ -29,16 +30,9 @@ def _plt():
 
 
 def save_atomic(fig, path, dpi=80):
-    """savefig to a temp file in the target folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".fig.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """savefig (PNG) to ``path`` atomically (:func:`nnip_scale.atomic_io.atomic_open`), then close ``fig``."""
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, dpi=dpi, format="png")
     _plt().close(fig)
 
 

@@ -6,9 +6,10 @@ import json
 import math
 import os
 import re
-import tempfile
 
 import numpy as np
+
+from nnip_scale.atomic_io import atomic_write_text
 
 from .analysis import emit_flags, fit_all, flags_of, holdout_split, parse_holdout, preprocess
 from .io import POOL_FIELDS, load_points
@@ -18,13 +19,8 @@ ENTRIES = (*LAWS, "allocation", "consistency")
 LAW_LABEL = {"L_ND": "L(N, D)", "L_C": "L(C)", "L_H": "L(H)"}
 
 
-def write_atomic(path, text):
-    """Write text to path via a temp file in the same directory and rename."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp.", suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+#: the old name of :func:`nnip_scale.atomic_io.atomic_write_text` (kept for callers of this module)
+write_atomic = atomic_write_text
 
 
 def _clean(x):
@@ -334,7 +330,7 @@ def write_report(inputs, out_dir, *, drop_first=0.05, ema=None, n_boot=200, seed
         fit["figure_errors"] = fig_errors
     fit = _clean(fit)
     fit["warnings"] = warnings_of(fit)
-    write_atomic(os.path.join(out_dir, "fit.json"), json.dumps(fit, indent=1))
-    write_atomic(os.path.join(out_dir, "fit.md"), markdown(fit))
+    atomic_write_text(os.path.join(out_dir, "fit.json"), json.dumps(fit, indent=1))
+    atomic_write_text(os.path.join(out_dir, "fit.md"), markdown(fit))
     emit_flags(archs)
     return fit

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from nnip_scale.atomic_io import atomic_write_text
 from nnip_scale.study.plan import StudyError, load_study
 from nnip_scale.study.runner import check_run_args, execute, is_done, move_stale, prepare_data, stale_reason
 from nnip_scale.study.slurm import sbatch_script
@@ -150,9 +151,7 @@ def main(argv: list[str]) -> int:
             print(f"nnip-scale study: error: {err}", file=sys.stderr)
             return 2
         path = Path(args.slurm)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
         (study.folder / "slurm").mkdir(parents=True, exist_ok=True)
         print(f"wrote {path}: submit it with  sbatch {path}")
         return 0

@@ -47,6 +47,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from nnip_scale.atomic_io import atomic_write_json
+from nnip_scale.data import keys as K
 from nnip_scale.study.plan import RunSpec, Study, StudyError
 from nnip_scale.study.runner import is_done, ledger_rows
 
@@ -194,7 +196,7 @@ class _ProbeTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.batch_starts.append((self._now(pl_module), time.process_time()))
-        self.batch_sizes.append((int(batch["n_edges"]), int(batch["n_atoms"]), int(batch["n_structures"])))
+        self.batch_sizes.append((int(batch[K.N_EDGES]), int(batch[K.N_ATOMS]), int(batch[K.N_STRUCTURES])))
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and self.val_start is None:
@@ -203,7 +205,7 @@ class _ProbeTimer(L.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self.val_end is None and not trainer.sanity_checking:
             self.val_batches += 1
-            for k, key in enumerate(("n_edges", "n_atoms", "n_structures")):
+            for k, key in enumerate((K.N_EDGES, K.N_ATOMS, K.N_STRUCTURES)):
                 self.val_sizes[k] += int(batch[key])
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -675,13 +677,7 @@ def write_plan(plan: dict, path: Path) -> Path:
     """``plan.json`` atomically: a temporary file beside it, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(plan, indent=2, default=_jsonable) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_json(path, plan, indent=2, default=_jsonable, trailing_newline=True)
 
 
 def _jsonable(v):

@@ -143,8 +143,9 @@ def sweep_section(study) -> list[str]:
 
 def write_study_report(study, log=print) -> Path:
     """Fit the laws on the study's ledgers and write ``<study>/report.md``; returns its path."""
+    from nnip_scale.atomic_io import atomic_write_text
     from nnip_scale.scaling import ScalingInputError
-    from nnip_scale.scaling.report import holdout_markdown, markdown, write_atomic, write_report
+    from nnip_scale.scaling.report import holdout_markdown, markdown, write_report
     from nnip_scale.study import is_done, ledger_path, ledger_rows
     from nnip_scale.study.runner import stale_reason
 
@@ -224,6 +225,6 @@ def write_study_report(study, log=print) -> Path:
         if figures:
             lines += ["## Figures", ""] + [f"![{name}](report/{name})" for name in figures] + [""]
     (study.folder).mkdir(parents=True, exist_ok=True)
-    write_atomic(study.folder / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(study.folder / "report.md", "\n".join(lines) + "\n")
     log(f"[study] report written in {time.perf_counter() - t0:.1f} s")
     return study.folder / "report.md"

@@ -19,11 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, Thr
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from nnip_scale.atomic_io import atomic_write_json
+from nnip_scale.ledger_format import LEDGER_FILENAME, read_rows
 from nnip_scale.study.plan import RunSpec, Study, StudyError
 
 
 def ledger_path(run: RunSpec) -> Path:
-    return run.folder / "tb" / "version_0" / "ledger.jsonl"
+    return run.folder / "tb" / "version_0" / LEDGER_FILENAME
 
 
 def is_done(run: RunSpec) -> bool:
@@ -197,16 +199,11 @@ def run_command(run: RunSpec, devices: int | None = None, nodes: int = 1, gpu: b
 
 
 def ledger_rows(run: RunSpec) -> list[dict]:
-    """The rows of ``run``'s compute ledger ([] if none yet); a torn last line (a crash mid-write)
-    is ignored."""
-    rows = []
-    if ledger_path(run).is_file():
-        for line in ledger_path(run).read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
+    """The rows of ``run``'s compute ledger ([] if none yet), read by ``nnip_scale.ledger_format``:
+    a torn last line (a crash mid-write) is skipped with a warning, a malformed line elsewhere is a
+    ``LedgerFormatError`` naming the file and line."""
+    path = ledger_path(run)
+    return read_rows(path, stacklevel=3) if path.is_file() else []
 
 
 def _write_done(run: RunSpec, seconds: float) -> None:
@@ -215,9 +212,7 @@ def _write_done(run: RunSpec, seconds: float) -> None:
                "epochs": run.epochs, "seed": run.seed, "lr": run.lr, "eta_star": run.arch.lr,
                "fingerprint": fingerprint(run), "seconds_this_session": seconds,
                "rows": len(rows), "final": rows[-1] if rows else None}
-    tmp = run.folder / "DONE.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run.folder / "DONE.json")
+    atomic_write_json(run.folder / "DONE.json", summary, indent=2)
 
 
 def _report(run: RunSpec, ok: bool, returncode: int, t0: float, log) -> bool:
@@ -234,10 +229,8 @@ def _start(run: RunSpec, args: list[str], log) -> float:
     run.folder.mkdir(parents=True, exist_ok=True)
     record = run.folder / "run.json"  # what this folder is trained with: a later plan can tell it is stale
     if not record.is_file():
-        tmp = record.with_name("run.json.tmp")
-        tmp.write_text(json.dumps({"run_id": run.run_id, "eta_star": run.arch.lr, "fingerprint": fingerprint(run),
-                                   "args": list(run.args)}, indent=1))
-        os.replace(tmp, record)
+        atomic_write_json(record, {"run_id": run.run_id, "eta_star": run.arch.lr, "fingerprint": fingerprint(run),
+                                   "args": list(run.args)}, indent=1)
     log(f"[study] {'resume' if any(a.startswith('--ckpt_path') for a in args) else 'start'} {run.run_id}")
     return time.perf_counter()
 

@@ -15,10 +15,9 @@ lie outside the grid, so extend ``lrs`` before trusting it.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 
+from nnip_scale.atomic_io import atomic_write_json
 from nnip_scale.study.plan import SWEEP_FILE, Study, StudyError, load_study
 from nnip_scale.study.runner import is_done, ledger_rows, run_local
 
@@ -71,9 +70,7 @@ def write_results(study: Study, results: dict) -> None:
     path = study.folder / SWEEP_FILE
     merged = {**study.sweep_results, **results}
     study.folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(merged, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, merged, indent=1)
 
 
 def resolve(study: Study, log=print) -> Study:

@@ -6,6 +6,8 @@ import time
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
+from nnip_scale.data import keys as K
+
 
 class ThroughputLogger(L.Callback):
     """Logs training throughput every ``log_every_n_steps``: structures/s, atoms/s, edges/s, the
@@ -36,9 +38,9 @@ class ThroughputLogger(L.Callback):
         self._last_end = now
         self.step_time += now - self._step_start
         self.steps += 1
-        self.structures += batch["n_structures"]
-        self.atoms += batch["n_atoms"]
-        self.edges += batch["n_edges"]
+        self.structures += batch[K.N_STRUCTURES]
+        self.atoms += batch[K.N_ATOMS]
+        self.edges += batch[K.N_EDGES]
         if self.steps >= max(1, trainer.log_every_n_steps) and self._window_start is not None:
             elapsed = max(now - self._window_start, 1e-9)
             pl_module.log_dict(
@@ -49,7 +51,7 @@ class ThroughputLogger(L.Callback):
                     "throughput/step_time_s": self.step_time / self.steps,
                     "throughput/data_wait_s": self.wait_time / self.steps,
                 },
-                batch_size=batch["n_structures"],
+                batch_size=batch[K.N_STRUCTURES],
             )
             self._reset()
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from nnip_scale.data import keys as K
+
 
 def _numel(shape) -> int:
     n = 1
@@ -57,23 +59,23 @@ def slice_batch(batch: dict, k: int) -> dict:
 
     Atoms are sorted by structure, so the first structures' atoms are a prefix and their edges
     are those whose centre lies in that prefix; indices stay valid."""
-    n_atoms = int(batch["num_atoms"][:k].sum())
-    edge_mask = batch["edge_index"][0] < n_atoms
+    n_atoms = int(batch[K.NUM_ATOMS][:k].sum())
+    edge_mask = batch[K.EDGE_INDEX][0] < n_atoms
     out = dict(batch)
-    for key in ("atomic_numbers", "positions", "batch", "forces"):
+    for key in K.PER_ATOM:
         out[key] = batch[key][:n_atoms]
-    for key in ("cell", "pbc", "num_atoms", "energy", "stress", "charge", "spin", "structure_index"):
+    for key in K.PER_STRUCTURE:
         if key in batch:
             out[key] = batch[key][:k]
-    out["edge_index"] = batch["edge_index"][:, edge_mask]
-    out["edge_shift"] = batch["edge_shift"][edge_mask]
-    out["n_atoms"], out["n_structures"], out["n_edges"] = n_atoms, k, int(edge_mask.sum())
+    out[K.EDGE_INDEX] = batch[K.EDGE_INDEX][:, edge_mask]
+    out[K.EDGE_SHIFT] = batch[K.EDGE_SHIFT][edge_mask]
+    out[K.N_ATOMS], out[K.N_STRUCTURES], out[K.N_EDGES] = n_atoms, k, int(edge_mask.sum())
     return out
 
 
 def batch_features(batch: dict) -> np.ndarray:
     """Cost-model features of a batch from its host-side counts: [edges, atoms, structures, 1]."""
-    return np.array([batch["n_edges"], batch["n_atoms"], batch["n_structures"], 1.0])
+    return np.array([batch[K.N_EDGES], batch[K.N_ATOMS], batch[K.N_STRUCTURES], 1.0])
 
 
 class StepCostModel:
@@ -127,7 +129,7 @@ def calibrate(step: Callable[[dict], object], batches: list[dict]) -> StepCostMo
     structures: points with different edge/atom/structure ratios) and fit the cost model."""
     feats, flops = [], []
     for batch in batches:
-        S = int(batch["n_structures"])
+        S = int(batch[K.N_STRUCTURES])
         for k in sorted({k for k in (1, 2, S // 4, S // 2, (3 * S) // 4, S) if 1 <= k <= S}):
             sub = slice_batch(batch, k) if k < S else batch
             flops.append(count_flops(lambda: step(sub)))

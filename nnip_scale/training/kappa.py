@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from nnip_scale.data import keys as K
 from nnip_scale.training.flops import count_flops
 from nnip_scale.training.loss import EnergyForceLoss
 
@@ -50,7 +51,7 @@ def build_model(class_path: str, init_args: dict, width: int, stats) -> torch.nn
 def measure_point(arch: str, model: torch.nn.Module, batches: list[dict]) -> KappaPoint:
     """Forward and training-step FLOPs per atom of ``model`` over ``batches``."""
     loss_fn = EnergyForceLoss()
-    atoms = sum(b["n_atoms"] for b in batches)
+    atoms = sum(b[K.N_ATOMS] for b in batches)
     model.eval()
 
     def forward():

@@ -1,7 +1,7 @@
 """The compute ledger: measured FLOPs, wall-clock and data seen for every run.
 
-One JSON Lines row per validation (fields in docs/compute.md and docs/conventions.md), appended and flushed
-by rank 0; the same figures go to the logger. Totals live in the callback's ``state_dict`` so a
+One JSON Lines row per validation (the format, its fields and units: ``nnip_scale.ledger_format``;
+docs/compute.md), appended and flushed by rank 0; the same figures go to the logger. Totals live in the callback's ``state_dict`` so a
 resumed run continues them, and rows written after the step it resumes from are dropped (those
 steps are about to be trained again). A checkpoint taken at the end of a training step precedes
 that step's validation, which Lightning does not repeat on resume: the ledger keeps that
@@ -10,8 +10,6 @@ validation's row and adopts its validation FLOPs and wall-clock, so nothing is l
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +18,8 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 import torch
 
+from nnip_scale.data import keys as K
+from nnip_scale.ledger_format import LEDGER_FILENAME, truncate, write_row
 from nnip_scale.training.flops import StepCostModel, calibrate, reference_copy
 
 _TOTALS = ("train_flops", "val_flops", "structures_seen", "atoms_seen", "edges_seen", "train_steps",
@@ -145,10 +145,10 @@ class ComputeLedger(L.Callback):
         logger = trainer.logger
         if self.path is None:
             if logger is not None and logger.log_dir:
-                self.path = Path(logger.log_dir) / "ledger.jsonl"
+                self.path = Path(logger.log_dir) / LEDGER_FILENAME
             else:  # no logger: a log directory of our own, never the bare working directory
                 folder = folder_without_logger(trainer)
-                self.path = folder / "ledger.jsonl"
+                self.path = folder / LEDGER_FILENAME
                 for cb in trainer.checkpoint_callbacks:  # keep the checkpoints beside the ledger
                     if getattr(cb, "dirpath", None) is None:
                         cb.dirpath = str(folder / "checkpoints")
@@ -178,31 +178,19 @@ class ComputeLedger(L.Callback):
             self._truncate_to_step(trainer.global_step, adopt=trainer.world_size == 1)
 
     def _truncate_to_step(self, step: int, adopt: bool) -> None:
-        """Keep the rows of steps <= ``step`` (the restored one); drop later and torn ones
-        (atomic rewrite). With ``adopt``, a kept row of this very step (its validation ran after
-        the checkpoint was taken) lends the state its validation FLOPs and wall-clock."""
-        if self.path is None or not self.path.exists():
+        """Keep the rows of steps <= ``step`` (the restored one); drop later ones and a torn final
+        line (``ledger_format.truncate``: atomic rewrite, with a warning for the torn line). With
+        ``adopt``, a kept row of this very step (its validation ran after the checkpoint was taken)
+        lends the state its validation FLOPs and wall-clock."""
+        if self.path is None:
             return
-        lines = self.path.read_text().splitlines(keepends=True)
-        keep, rows = [], []
-        for line in lines:
-            if not line.endswith("\n"):
-                break  # a torn final line
-            row = json.loads(line)
-            if row["step"] > step:
-                break
-            keep.append(line)
-            rows.append(row)
+        rows = truncate(self.path, lambda row: row["step"] <= step)
         if rows:
             self._last_row_step = rows[-1]["step"]
             self.rows_written = len(rows)
             if adopt and rows[-1]["step"] == step:
                 self.totals["val_flops"] = max(self.totals["val_flops"], rows[-1]["val_flops"])
                 self._wall_at_start = max(self._wall_at_start, rows[-1]["wall_s"])
-        if len(keep) != len(lines):
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(keep))
-            os.replace(tmp, self.path)
 
     # ------------------------------------------------------------------ counting
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -224,10 +212,10 @@ class ComputeLedger(L.Callback):
         self.totals["step_time_s"] += now - self._step_start
         self._last_end = now
         t = self.totals
-        t["train_flops"] += self.train_cost(batch["n_edges"], batch["n_atoms"], batch["n_structures"])
-        t["structures_seen"] += batch["n_structures"]
-        t["atoms_seen"] += batch["n_atoms"]
-        t["edges_seen"] += batch["n_edges"]
+        t["train_flops"] += self.train_cost(batch[K.N_EDGES], batch[K.N_ATOMS], batch[K.N_STRUCTURES])
+        t["structures_seen"] += batch[K.N_STRUCTURES]
+        t["atoms_seen"] += batch[K.N_ATOMS]
+        t["edges_seen"] += batch[K.N_EDGES]
         t["train_steps"] += 1
 
     def on_validation_start(self, trainer, pl_module) -> None:
@@ -236,8 +224,8 @@ class ComputeLedger(L.Callback):
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.sanity_checking:
             return
-        self._val_counts[0] += batch["n_structures"]
-        self._val_counts[1] += batch["n_atoms"]
+        self._val_counts[0] += batch[K.N_STRUCTURES]
+        self._val_counts[1] += batch[K.N_ATOMS]
         if not self.eval_cost.calibrated:
             twin = reference_copy(pl_module.backbone).eval()
 
@@ -246,7 +234,7 @@ class ComputeLedger(L.Callback):
                     pl_module.step_terms(twin, b)
 
             self.eval_cost = calibrate(eval_step, [batch])
-        self.totals["val_flops"] += self.eval_cost(batch["n_edges"], batch["n_atoms"], batch["n_structures"])
+        self.totals["val_flops"] += self.eval_cost(batch[K.N_EDGES], batch[K.N_ATOMS], batch[K.N_STRUCTURES])
 
     # ------------------------------------------------------------------ rows
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -313,10 +301,7 @@ class ComputeLedger(L.Callback):
         if not trainer.is_global_zero:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        row = write_row(self.path, row)
         if trainer.logger is not None:
             scalars = {f"compute/{k}": float(row[k]) for k in
                        ("flops", "val_flops", "wall_s", "device_hours", "atoms_seen", "structures_seen")}

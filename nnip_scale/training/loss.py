@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from nnip_scale.data import keys as K
 from nnip_scale.ops import scatter_sum
 
 LossName = Literal["mae_l2", "mse", "huber"]
@@ -22,8 +23,8 @@ LossName = Literal["mae_l2", "mse", "huber"]
 
 def per_structure_mean(values: torch.Tensor, batch: dict, backend: str = "auto") -> torch.Tensor:
     """Mean over the atoms of each structure: values [A] -> [S]."""
-    sums = scatter_sum(values.unsqueeze(-1), batch["batch"], batch["n_structures"], backend=backend)
-    return sums.squeeze(-1) / batch["num_atoms"].to(values.dtype)
+    sums = scatter_sum(values.unsqueeze(-1), batch[K.BATCH], batch[K.N_STRUCTURES], backend=backend)
+    return sums.squeeze(-1) / batch[K.NUM_ATOMS].to(values.dtype)
 
 
 class EnergyForceLoss(torch.nn.Module):
@@ -59,9 +60,9 @@ class EnergyForceLoss(torch.nn.Module):
     def forward(self, pred: dict, batch: dict) -> dict[str, torch.Tensor]:
         """Returns ``loss`` (scalar), its ``energy``/``forces``(/``stress``) terms and
         ``per_structure`` [S], the loss of each structure (``loss`` is its mean)."""
-        n = batch["num_atoms"].to(pred["energy"].dtype)
-        de = (pred["energy"] - batch["energy"].to(pred["energy"].dtype)) / n
-        dF = pred["forces"] - batch["forces"].to(pred["forces"].dtype)
+        n = batch[K.NUM_ATOMS].to(pred["energy"].dtype)
+        de = (pred["energy"] - batch[K.ENERGY].to(pred["energy"].dtype)) / n
+        dF = pred["forces"] - batch[K.FORCES].to(pred["forces"].dtype)
         if self.kind == "mae_l2":
             e_s = de.abs()
             f_atom = torch.linalg.vector_norm(dF, dim=-1)
@@ -75,12 +76,12 @@ class EnergyForceLoss(torch.nn.Module):
         terms = {"energy": e_s.mean(), "forces": f_s.mean()}
         per_structure = self.energy_weight * e_s + self.force_weight * f_s
         if self.stress_weight > 0:
-            if "stress" not in pred or "stress" not in batch:
+            if "stress" not in pred or K.STRESS not in batch:
                 raise ValueError(
                     "stress_weight > 0 but the model output or the batch has no stress; expected a "
                     "conservative model with compute_stress=True and stress labels in every structure"
                 )
-            ds = pred["stress"] - batch["stress"].to(pred["stress"].dtype)
+            ds = pred["stress"] - batch[K.STRESS].to(pred["stress"].dtype)
             if self.kind == "mae_l2":
                 s_s = ds.abs().mean(dim=(1, 2))
             elif self.kind == "mse":

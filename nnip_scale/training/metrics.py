@@ -4,6 +4,7 @@ all-reduced, not averages of averages)."""
 import torch
 from torchmetrics import Metric
 
+from nnip_scale.data import keys as K
 from nnip_scale.training.loss import per_structure_mean
 
 
@@ -38,12 +39,12 @@ class EnergyForceMetrics(Metric):
     def update(self, pred: dict, batch: dict, loss: torch.Tensor, mask: torch.Tensor | None = None) -> None:  # type: ignore[override]
         """``loss``: the per-structure losses [S] (or one scalar for the whole batch, without ``mask``)."""
         with torch.no_grad():
-            n = batch["num_atoms"].to(torch.float64)
+            n = batch[K.NUM_ATOMS].to(torch.float64)
             keep = torch.ones_like(n, dtype=torch.bool) if mask is None else mask.to(n.device)
-            atom_keep = keep[batch["batch"]]
-            e_err = (pred["energy"].detach().double() - batch["energy"].double()).abs() / n
-            dF = pred["forces"].detach().double() - batch["forces"].double()
-            f_true = batch["forces"].double()
+            atom_keep = keep[batch[K.BATCH]]
+            e_err = (pred["energy"].detach().double() - batch[K.ENERGY].double()).abs() / n
+            dF = pred["forces"].detach().double() - batch[K.FORCES].double()
+            f_true = batch[K.FORCES].double()
             f_pred = pred["forces"].detach().double()
             norm_true = torch.linalg.vector_norm(f_true, dim=-1)
             norm_pred = torch.linalg.vector_norm(f_pred, dim=-1)
@@ -64,8 +65,8 @@ class EnergyForceMetrics(Metric):
                 self.loss_sum += loss * len(n)
             else:
                 self.loss_sum += torch.where(keep, loss, zero).sum()
-            if "stress" in pred and "stress" in batch:
-                ds = (pred["stress"].detach().double() - batch["stress"].double()).abs().mean(dim=(1, 2))
+            if "stress" in pred and K.STRESS in batch:
+                ds = (pred["stress"].detach().double() - batch[K.STRESS].double()).abs().mean(dim=(1, 2))
                 self.s_abs += torch.where(keep, ds, zero).sum()
                 self.s_n += keep.sum()
 

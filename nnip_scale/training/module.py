@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import nn
 
+from nnip_scale.data import keys as K
 from nnip_scale.models.base import PotentialModel, element_symbol
 from nnip_scale.models.registry import class_path
 from nnip_scale.training.callbacks import DivergenceGuard, ThroughputLogger, ValidateAtEnd
@@ -288,7 +289,7 @@ class NNIPModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self.step_terms(self.backbone, batch, train=True)
-        bs = batch["n_structures"]
+        bs = batch[K.N_STRUCTURES]
         self.log("train/loss", terms["loss"], prog_bar=True, batch_size=bs)
         self.log("train/energy_term", terms["energy"], batch_size=bs)
         self.log("train/force_term", terms["forces"], batch_size=bs)
@@ -304,10 +305,10 @@ class NNIPModule(L.LightningModule):
         mask = None
         if self.hparams.unseen_elements == "separate":
             known = self.backbone.known_elements
-            z = batch["atomic_numbers"]
+            z = batch[K.ATOMIC_NUMBERS]
             atom_unseen = ~known[z.clamp_max(len(known) - 1)] | (z >= len(known))
-            unseen = torch.zeros(batch["n_structures"], dtype=torch.bool, device=z.device)
-            unseen = unseen.index_put((batch["batch"],), atom_unseen, accumulate=True)
+            unseen = torch.zeros(batch[K.N_STRUCTURES], dtype=torch.bool, device=z.device)
+            unseen = unseen.index_put((batch[K.BATCH],), atom_unseen, accumulate=True)
             mask = ~unseen
             self.unseen_metrics.update(terms["pred"], batch, terms["per_structure"], mask=unseen)
         metrics.update(terms["pred"], batch, terms["per_structure"], mask=mask)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from nnip_scale.data import keys as K
+
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
 
@@ -63,28 +65,28 @@ def _rotate_rows(v: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
 def rotate_batch(batch: dict, rotations: torch.Tensor) -> dict:
     """A copy of ``batch`` with structure s rotated by ``rotations[s]`` [S, 3, 3] (module docstring).
     Tensors that do not change (energies, edges, shifts, indices) are shared, not copied."""
-    n_structures = batch["n_structures"]
+    n_structures = batch[K.N_STRUCTURES]
     if rotations.shape != (n_structures, 3, 3):
         raise ValueError(
             f"expected one 3×3 rotation per structure, shape ({n_structures}, 3, 3); got {tuple(rotations.shape)}"
         )
     out = dict(batch)
-    rot = rotations.to(batch["positions"].dtype)
-    rot_atom = rot[batch["batch"]]
-    out["positions"] = _rotate_rows(batch["positions"], rot_atom)
-    out["cell"] = _rotate_rows(batch["cell"], rot.to(batch["cell"].dtype).unsqueeze(1))
-    if "forces" in batch:
-        out["forces"] = _rotate_rows(batch["forces"], rot_atom.to(batch["forces"].dtype))
-    if "stress" in batch:
-        r = rot.to(batch["stress"].dtype)
+    rot = rotations.to(batch[K.POSITIONS].dtype)
+    rot_atom = rot[batch[K.BATCH]]
+    out[K.POSITIONS] = _rotate_rows(batch[K.POSITIONS], rot_atom)
+    out[K.CELL] = _rotate_rows(batch[K.CELL], rot.to(batch[K.CELL].dtype).unsqueeze(1))
+    if K.FORCES in batch:
+        out[K.FORCES] = _rotate_rows(batch[K.FORCES], rot_atom.to(batch[K.FORCES].dtype))
+    if K.STRESS in batch:
+        r = rot.to(batch[K.STRESS].dtype)
         # R σ Rᵀ, element-wise: (R σ)_ik = Σ_j R_ij σ_jk ; (R σ Rᵀ)_il = Σ_k (Rσ)_ik R_lk
-        r_sigma = (r.unsqueeze(-1) * batch["stress"].unsqueeze(-3)).sum(-2)
-        out["stress"] = (r_sigma.unsqueeze(-2) * r.unsqueeze(-3)).sum(-1)
+        r_sigma = (r.unsqueeze(-1) * batch[K.STRESS].unsqueeze(-3)).sum(-2)
+        out[K.STRESS] = (r_sigma.unsqueeze(-2) * r.unsqueeze(-3)).sum(-1)
     return out
 
 
 def random_rotate_batch(batch: dict, seed: int) -> dict:
     """``rotate_batch`` with fresh Haar rotations drawn from ``seed`` on the batch's device."""
-    pos = batch["positions"]
-    rotations = haar_rotations(batch["n_structures"], seed, device=pos.device, dtype=pos.dtype)
+    pos = batch[K.POSITIONS]
+    rotations = haar_rotations(batch[K.N_STRUCTURES], seed, device=pos.device, dtype=pos.dtype)
     return rotate_batch(batch, rotations)

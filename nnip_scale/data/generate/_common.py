@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from nnip_scale import atomic_io
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_STACKSIZE")
 
 
@@ -42,19 +44,9 @@ def task_seed(global_seed: int, group: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_write_json(path: pathlib.Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """The generators' JSON files (indented, sorted keys, a final newline), written atomically."""
+    atomic_io.atomic_write_json(path, obj, indent=2, sort_keys=True, trailing_newline=True)
 
 
 def frames_to_extxyz(frames) -> bytes:
@@ -79,7 +71,7 @@ def is_done(out_dir: pathlib.Path, task: Task) -> bool:
 def write_unit(out_dir: pathlib.Path, task: Task, frames, stats: dict) -> dict:
     """Write one finished trajectory atomically (extxyz first, then its sidecar) and return stats."""
     data = frames_to_extxyz(frames)
-    atomic_write_bytes(out_dir / task.filename, data)
+    atomic_io.atomic_write_bytes(out_dir / task.filename, data)
     stats = dict(stats, file=task.filename, group=task.group,
                  sha256=hashlib.sha256(data).hexdigest(),
                  n_structures=len(frames), n_atoms=int(sum(len(f) for f in frames)))
