@@ -163,7 +163,8 @@ setup(
         "cuequivariance>=0.13",  # irreps / Clebsch–Gordan / product-basis descriptors (pure Python; MACE)
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "cuequivariance-torch>=0.13", "opt-einsum-fx"],  # cueq parity tests
+        "test": ["pytest", "pytest-timeout", "cuequivariance-torch>=0.13", "opt-einsum-fx",  # cueq parity tests
+                 "ruff==0.17.6"],  # the linter .ci/run runs (pinned: a new release may add rules)
         "pyg": ["torch-scatter", "torch-cluster"],
         "cueq": ["cuequivariance-torch>=0.13", "opt-einsum-fx"],
     },

@@ -1,7 +1,8 @@
 """Replace one marker-delimited section of benchmarks/RESULTS.md (atomic write)."""
 
-import os
 from pathlib import Path
+
+from nnip_scale.atomic_io import atomic_write_text
 
 
 def replace_section(path: str, name: str, body: str) -> None:
@@ -17,6 +18,4 @@ def replace_section(path: str, name: str, body: str) -> None:
         text = before + block + after
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    atomic_write_text(p, text)

@@ -12,10 +12,9 @@ import time
 from datetime import date
 
 import torch
+from _results import replace_section
 
 from nnip_scale.data import AtomsDataModule, load_or_build, resolve_sources
-
-from _results import replace_section
 
 
 def main():
@@ -48,7 +47,8 @@ def main():
         shutil.rmtree(cache, ignore_errors=True)
     rows = [
         "| step | result |", "|---|---|",
-        f"| read + validate + write cache ({len(data)} structures, {data.n_atoms} atoms, {len(sources)} files) | {t_build:.1f} s |",
+        f"| read + validate + write cache ({len(data)} structures, {data.n_atoms} atoms, {len(sources)} files) "
+        f"| {t_build:.1f} s |",
         f"| reload cache (memory-mapped) | {t_reload * 1000:.0f} ms |",
         f"| DataModule setup + statistics (cache warm) | {t_setup:.2f} s |",
         f"| train DataLoader: neighbour lists + collate, 1 process, batch {args.batch_size}, cutoff {args.cutoff} Å | "

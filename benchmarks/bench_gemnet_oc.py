@@ -25,13 +25,12 @@ from pathlib import Path
 
 import torch
 import yaml
+from _results import replace_section
+from bench_models import Runner  # one timed-training-step runner for the benchmarks
 
 from nnip_scale.data import AtomsDataModule
 from nnip_scale.models import MACE, GemNetOC
 from nnip_scale.ops import interaction_sizes
-
-from _results import replace_section
-from bench_models import Runner  # one timed-training-step runner for the benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,12 +13,11 @@ from datetime import date
 
 import lightning as L
 import torch
+from _results import replace_section
 
 from nnip_scale.data import AtomsDataModule
 from nnip_scale.models import MPNN
-from nnip_scale.training import ComputeLedger, NNIPModule, ThroughputLogger
-
-from _results import replace_section
+from nnip_scale.training import ComputeLedger, NNIPModule
 
 
 class TimedLedger(ComputeLedger):

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import torch
 import yaml
+from _results import replace_section
 
 from nnip_scale.data import AtomsDataModule
 from nnip_scale.models import model_spec_from_config, resolve_model
 from nnip_scale.training import NNIPModule
 from nnip_scale.training.optim import is_schedule_free
-
-from _results import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +98,7 @@ def main():
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but torch.cuda.is_available() is False (this torch: %s)" % torch.__version__)
+        raise SystemExit(f"--device cuda but torch.cuda.is_available() is False (this torch: {torch.__version__})")
 
     configs = [c for c in discover(Path(args.configs)) if not args.only or c[0] in args.only]
     cutoff = max(float(c[2].get("cutoff", 5.0)) for c in configs)

@@ -53,11 +53,11 @@ def run(device: torch.device, n_atoms: int, n_edges: int, features: list[int], r
         src_g = src.clone().requires_grad_(True)
         grad = torch.randn(n_atoms, F, generator=g).to(device)
         fwd = median_interleaved(
-            {n: (lambda fn=fn: fn(src, index, n_atoms)) for n, fn in methods.items()}, repeats, 3, device
+            {n: (lambda fn=fn, src=src, index=index: fn(src, index, n_atoms)) for n, fn in methods.items()}, repeats, 3, device
         )
         fb = median_interleaved(
             {
-                n: (lambda fn=fn: torch.autograd.grad(fn(src_g, index, n_atoms), src_g, grad))
+                n: (lambda fn=fn, src_g=src_g, grad=grad: torch.autograd.grad(fn(src_g, index, n_atoms), src_g, grad))
                 for n, fn in methods.items()
             },
             repeats,

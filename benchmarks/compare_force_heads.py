@@ -10,12 +10,11 @@ import time
 from datetime import date
 
 import torch
+from _results import replace_section
 
 from nnip_scale.data import AtomsDataModule
 from nnip_scale.models import MPNN
 from nnip_scale.training import EnergyForceLoss, EnergyForceMetrics
-
-from _results import replace_section
 
 
 def evaluate(model, loader, loss_fn) -> float:
@@ -70,7 +69,8 @@ def main():
         r = run(dm, variant, args.steps, args.lr, args.width, args.seed)
         rows.append(f"| {name} | {r['start']:.4f} | {r['end']:.4f} | {r['seconds']:.1f} |")
         print(rows[-1], flush=True)
-    header = (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    header = (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+              f"torch {torch.__version__}; "
               f"date {date.today()}; data `{args.data}`; width {args.width}, depth 3, AdamW lr {args.lr}, batch "
               f"{args.batch_size} structures, {args.steps} steps, seed {args.seed}.\n"
               f"Command: `python benchmarks/compare_force_heads.py --data {args.data} --steps {args.steps}`\n\n")

@@ -193,5 +193,5 @@ def profile_table(cases, backends, batch, stats, repeats=3) -> list[str]:
 if __name__ == "__main__":
     batch, stats = demo_batch()
     print(f"batch: {batch['n_atoms']} atoms, {batch['n_edges']} edges")
-    cases = [(l, m, w, f) for l, m in ((2, 1), (4, 2)) for w in (32, 64) for f in ("direct", "conservative")]
+    cases = [(ell, m, w, f) for ell, m in ((2, 1), (4, 2)) for w in (32, 64) for f in ("direct", "conservative")]
     print("\n".join(profile_table(cases, ["torch"], batch, stats)))

@@ -16,8 +16,9 @@ import contextlib
 import json
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 __all__ = ["AtomicFile", "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 

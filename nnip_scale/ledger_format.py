@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Final, Mapping, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from nnip_scale.atomic_io import atomic_write_text
 

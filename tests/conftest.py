@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _emt_data import write_cu_emt, write_cual_emt
 
 _PRESETS = {"cu": write_cu_emt, "cual": write_cual_emt}
@@ -56,7 +55,6 @@ def four_molecule_batch():
     and force labels: the batch of the μP coordinate checks and the symmetry-loss tests. Read-only."""
     import numpy as np
     from ase.build import molecule
-
     from batch_utils import batch_from_atoms
 
     mols = [molecule(n) for n in ("CH4", "H2O", "C2H6", "NH3")]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from batch_utils import batch_from_atoms  # noqa: E402

@@ -57,9 +57,8 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, molecule
-from scipy.spatial.transform import Rotation
-
 from batch_utils import batch_from_atoms
+from scipy.spatial.transform import Rotation
 
 TRANSLATION, SO3, O3 = "translation", "SO3", "O3"
 TOL = 1e-10  # relative, fp64 (module docstring)
@@ -483,7 +482,7 @@ class ModelContract:
             training_loss(twin, b).backward()
 
         fwd = count_flops(lambda: forward(batches[(2, 3)]))
-        f = {k: count_flops(lambda: train(b)) for k, b in batches.items()}
+        f = {k: count_flops(lambda b=b: train(b)) for k, b in batches.items()}
         lo, hi = self.train_flops_per_forward
         assert fwd > 0 and lo <= f[(2, 3)] / fwd <= hi, (f[(2, 3)], fwd, f[(2, 3)] / fwd)
         assert f[(0, 1)] + f[(2,)] == f[(0, 2)] + f[(1,)], f  # additive over structures

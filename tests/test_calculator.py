@@ -7,8 +7,8 @@ from ase import units
 from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.md.verlet import VelocityVerlet
-
 from batch_utils import FakeStats
+
 from nnip_scale.calculator import NNIPCalculator, load_backbone
 from nnip_scale.models import MPNN
 

@@ -5,8 +5,8 @@ and the closest valid key, --ckpt_path is checked before the data, Ctrl-C says h
 from pathlib import Path
 
 import pytest
-
 from cli_utils import TINY_MPNN, data_args, trainer_args
+
 from nnip_scale import cli
 
 
@@ -34,7 +34,8 @@ def test_project_errors_are_one_line_with_exit_code_2(cu, tmp_path, capsys):
     # the checkpoint is checked before the data: a missing data file would otherwise come first
     missing = [*base(tmp_path / "nope.extxyz", tmp_path), "--ckpt_path", str(tmp_path / "gone.ckpt")]
     assert cli.main(["validate", *missing]) == 2
-    assert first_lines(capsys)[0] == f"nnip-scale validate: error: {tmp_path / 'gone.ckpt'}: no such checkpoint file (--ckpt_path)"
+    gone = tmp_path / "gone.ckpt"
+    assert first_lines(capsys)[0] == f"nnip-scale validate: error: {gone}: no such checkpoint file (--ckpt_path)"
     # a dataset-level error names the dataset as given, not its first file
     assert cli.main(["validate", *base(cu, tmp_path), "--data.subset", "1000"]) == 2
     assert first_lines(capsys)[0].startswith(f"nnip-scale validate: error: {cu}: a subset of 1000 structures")

@@ -5,8 +5,8 @@ under their own folder instead of among the training runs."""
 from pathlib import Path
 
 import pytest
-
 from cli_utils import TINY_MPNN, data_args, trainer_args
+
 from nnip_scale.cli import main
 
 

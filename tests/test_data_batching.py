@@ -5,10 +5,17 @@ import numpy as np
 import pytest
 import torch
 from ase.neighborlist import neighbor_list as ase_neighbor_list
-
-from nnip_scale.data import (AtomBudgetBatchSampler, AtomsDataset, DataError, StructureBatchSampler, collate,
-                             load_or_build, read_all)
 from test_data_helpers import trajectory_frames, write_extxyz
+
+from nnip_scale.data import (
+    AtomBudgetBatchSampler,
+    AtomsDataset,
+    DataError,
+    StructureBatchSampler,
+    collate,
+    load_or_build,
+    read_all,
+)
 
 
 def test_collate_matches_contract_and_ase_neighbours(tmp_path):
@@ -80,8 +87,8 @@ def test_build_batch_is_the_one_builder_of_the_batch_dict():
     """Unlabelled items (the calculator's batch) get no label keys; labels are all-or-none; the keys
     are the constants of nnip_scale.data.keys; the tests' batch_from_atoms goes through it too."""
     from ase.build import bulk, molecule
-
     from batch_utils import batch_from_atoms
+
     from nnip_scale.data import keys as K
     from nnip_scale.data.batching import atoms_item, build_batch
 

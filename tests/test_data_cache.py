@@ -5,10 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from test_data_helpers import trajectory_frames, write_extxyz
 
 from nnip_scale.data import DataError, ReaderOptions, load_or_build, read_all
 from nnip_scale.data import cache as cache_mod
-from test_data_helpers import trajectory_frames, write_extxyz
 
 
 def test_cache_content_matches_reader(tmp_path):

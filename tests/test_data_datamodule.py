@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from jsonargparse import ArgumentParser
+from test_data_helpers import trajectory_frames, write_extxyz
 
 from nnip_scale.data import AtomsDataModule, DataError, DatasetStatistics
-from test_data_helpers import trajectory_frames, write_extxyz
 
 
 @pytest.fixture()

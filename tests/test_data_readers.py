@@ -9,9 +9,9 @@ import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk
+from test_data_helpers import trajectory_frames, write_extxyz
 
 from nnip_scale.data import DataError, ReaderOptions, read_all, read_structures, resolve_sources
-from test_data_helpers import trajectory_frames, write_extxyz
 
 
 def _check_same(structs, frames):
@@ -110,4 +110,5 @@ def test_missing_source_and_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError) as e:
         resolve_sources(tmp_path / "empty")
-    assert str(e.value) == f"{tmp_path / 'empty'}: no data files found; expected at least one file with a suffix in .extxyz, .xyz, .traj, .db, .aselmdb"
+    assert str(e.value) == (f"{tmp_path / 'empty'}: no data files found; expected at least one file with a suffix in "
+                            ".extxyz, .xyz, .traj, .db, .aselmdb")

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.neighborlist import neighbor_list as ase_neighbor_list
+from test_data_helpers import cluster, write_extxyz
 
 from nnip_scale.data import DatasetStatistics, compute_statistics, fit_element_energies, load_or_build
-from test_data_helpers import cluster, write_extxyz
 
 E_REF = {1: -13.6, 6: -1027.0, 8: -2041.5, 29: -3.7}
 
 
 def _synthetic(tmp_path, rng, n=30, noise=0.0):
     frames = []
-    for k in range(n):
+    for _ in range(n):
         a = cluster(int(rng.integers(2, 7)), rng, symbols=("H", "C", "O", "Cu"))
         e = sum(E_REF[z] for z in a.numbers) + noise * len(a) * rng.normal()
         a.calc = SinglePointCalculator(a, energy=e, forces=rng.normal(0, 0.5, (len(a), 3)))

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from test_data_helpers import trajectory_frames, write_extxyz
 
 from nnip_scale.data import AtomsDataModule, DataError, load_or_build, nested_subset, read_all, split_by_group
-from test_data_helpers import trajectory_frames, write_extxyz
 
 
 def _frame(positions, cell=None, pbc=False, energy=1.0, forces=True, numbers=None):

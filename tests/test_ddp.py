@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _emt_data import write_emt
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_study import run_study, study_file
 
 from nnip_scale.cli import build_cli
 from nnip_scale.scaling.io import load_points
-from test_study import run_study, study_file
 
 DEMO = Path(__file__).parent / "data" / "scaling" / "demo_ledgers"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from batch_utils import batch_from_atoms
 from ledger_models import LinearPotential
+
 from nnip_scale import ledger_format
 from nnip_scale.ledger_format import TornLineWarning
 from nnip_scale.training import NNIPModule

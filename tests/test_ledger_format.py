@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from nnip_scale.ledger_format import (FIELDS, SCHEMA_KEY, SCHEMA_VERSION, LedgerFormatError, TornLineWarning,
-                                      read_records, read_rows, truncate, write_row)
+from nnip_scale.ledger_format import (
+    FIELDS,
+    SCHEMA_KEY,
+    SCHEMA_VERSION,
+    LedgerFormatError,
+    TornLineWarning,
+    read_records,
+    read_rows,
+    truncate,
+    write_row,
+)
 
 DEMO = Path(__file__).parent / "data" / "scaling" / "demo_ledgers"
 

@@ -5,8 +5,8 @@ halves the validation force MAE of its start, in 150 steps on a small periodic C
 from pathlib import Path
 
 import pytest
-
 from cli_utils import data_args, trainer_args
+
 from nnip_scale.cli import build_cli
 
 REPO = Path(__file__).resolve().parents[1]

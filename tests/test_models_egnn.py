@@ -3,9 +3,9 @@ contract checks (O(3) in both force modes, …) are in tests/model_contract.py."
 
 import pytest
 import torch
-
 from batch_utils import FakeStats
 from model_contract import O3, ModelContract
+
 from nnip_scale.models.mc_egnn import MCEGNN
 
 

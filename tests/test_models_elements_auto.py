@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _emt_data import label_emt, write_emt_molecules
 from ase.build import bulk, molecule
 from ase.io import write
-
-from _emt_data import label_emt, write_emt_molecules
 from batch_utils import FakeStats, batch_from_atoms
+
 from nnip_scale.calculator import NNIPCalculator
 from nnip_scale.checkpoint import check_checkpoint, load_backbone
 from nnip_scale.cli import build_cli, main

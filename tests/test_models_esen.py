@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-
 from batch_utils import FakeStats, batch_from_atoms
 from model_contract import MIRROR, SO3, ModelContract, check_broken, check_symmetry, standard_systems
+
 from nnip_scale.models import ESEN
 from nnip_scale.ops import flops, so2_layout
 

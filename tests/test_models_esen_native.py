@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from batch_utils import FakeStats, batch_from_atoms
+from model_contract import rel_err, standard_systems, transformed
 from scipy.spatial.transform import Rotation
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from batch_utils import FakeStats, batch_from_atoms
-from model_contract import rel_err, standard_systems, transformed
 from nnip_scale.models import ESEN
 from nnip_scale.ops import native_available
 

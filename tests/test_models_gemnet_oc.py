@@ -8,17 +8,17 @@ stress by finite differences, the edge cutoff, …) are in tests/model_contract.
 import math
 from pathlib import Path
 
+import _emt_data as emt_data
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, molecule
+from batch_utils import FakeStats, batch_from_atoms
+from model_contract import O3, ModelContract, standard_systems, transformed
 from scipy.spatial.transform import Rotation
 from scipy.special import lpmv
 
-import _emt_data as emt_data
-from batch_utils import FakeStats, batch_from_atoms
-from model_contract import O3, ModelContract, standard_systems, transformed
 from nnip_scale.models import GemNetOC, registered_model
 from nnip_scale.models.gemnet_oc import dihedral_basis, legendre
 from nnip_scale.ops import basis_scatter, flops, interaction_index, interaction_sizes, resolve_backend, reverse_edges
@@ -323,9 +323,9 @@ def test_config_trains_from_the_cli(tmp_path, monkeypatch):
     """configs/model/gemnet_oc.yaml (width 16 here) halves the validation force MAE in 150 steps on
     EMT-labelled rattled molecules (measured 2.88 → 0.23 eV/Å; the demo-data run: docs/gemnet_oc.md),
     and its checkpoint loads back through the safe loader."""
-    from nnip_scale.checkpoint import load_backbone
-
     from test_models_cli_training import REPO, cli_args, force_mae_before_and_after_150_steps
+
+    from nnip_scale.checkpoint import load_backbone
 
     monkeypatch.chdir(REPO)
     data = write_emt_molecules(tmp_path / "mols.extxyz")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
-
 from batch_utils import FakeStats, batch_from_atoms
 from model_contract import O3, ModelContract, assert_rel_close, check_symmetry, standard_systems
+
 from nnip_scale.models.mace import MACE
 from nnip_scale.ops import flops
 
@@ -57,10 +57,14 @@ def test_ops_agree_torch_vs_cueq_with_gradients():
     """Each equivariant op (spherical harmonics, channel-wise TP + gather/scatter, symmetric
     contraction) gives the same values and input/weight gradients on both backends (fp64)."""
     pytest.importorskip("cuequivariance_torch")
-    from nnip_scale.nn.irreps import (channelwise_tp_descriptor, spherical_harmonics_polynomial,
-                                      symmetric_contraction_polynomial)
-    from nnip_scale.ops.equivariant import (ChannelwiseTPPlan, PolynomialPlan, channelwise_tp_scatter,
-                                            spherical_harmonics, symmetric_contraction)
+    from nnip_scale.nn.irreps import channelwise_tp_descriptor, spherical_harmonics_polynomial, symmetric_contraction_polynomial
+    from nnip_scale.ops.equivariant import (
+        ChannelwiseTPPlan,
+        PolynomialPlan,
+        channelwise_tp_scatter,
+        spherical_harmonics,
+        symmetric_contraction,
+    )
 
     g = torch.Generator().manual_seed(0)
     C, A, E = 3, 6, 15
@@ -228,7 +232,7 @@ def test_hidden_features_are_order_one_at_init_and_flat_in_width():
             model = make_model("mace", seed=seed, width=width, sh_max_ell=3, radial_hidden=64, radial_layers=3,
                                readout_hidden=16)
             seen = {}
-            model.layers[0].register_forward_hook(lambda mod, inp, out: seen.__setitem__("h", out))
+            model.layers[0].register_forward_hook(lambda mod, inp, out, seen=seen: seen.__setitem__("h", out))
             with torch.no_grad():
                 model(batch)
             rms.append(float(seen["h"].square().mean().sqrt()))

@@ -19,13 +19,13 @@ The op-level checks are in tests/test_ops_harness.py; the backend-parity case of
 import pytest
 import torch
 from ase.build import molecule
-from torch.utils._python_dispatch import TorchDispatchMode
-
 from batch_utils import FakeStats, batch_from_atoms
 from model_contract import O3, check_symmetry, standard_systems
+from op_cases import assert_bitwise_deterministic, rel_err
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from nnip_scale.models.mace import MACE
 from nnip_scale.ops import native_available
-from op_cases import assert_bitwise_deterministic, rel_err
 
 pytestmark = pytest.mark.skipif(not native_available(), reason="nnip_scale._C not built/loaded")
 ELEMENTS = [1, 6, 8, 13, 29]  # standard_systems(): ethanol and a Cu/Al cell

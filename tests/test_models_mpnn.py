@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-
 from batch_utils import FakeStats
 from model_contract import TRANSLATION, ModelContract
+
 from nnip_scale.models import MPNN
 
 CUTOFF = 4.0

@@ -6,12 +6,11 @@ import importlib
 import numpy as np
 import pytest
 import torch
+from batch_utils import FakeStats
 from torch import nn
 
-from batch_utils import FakeStats
-from nnip_scale.models import MPNN
+from nnip_scale.models import MCEGNN, MPNN
 from nnip_scale.models.base import PotentialModel
-from nnip_scale.models import MCEGNN
 from nnip_scale.training import NNIPModule
 from nnip_scale.training.loss import EnergyForceLoss
 from nnip_scale.training.mup import apply_mup_init, classify_parameters, lr_scales
@@ -271,7 +270,8 @@ def test_coordinate_check_esen(batch):
 def test_coordinate_check_mace(batch):
     """The same check for the MACE-style model (ℓ1, ν4; widths 32–256, base 64; ~35 s). Measured
     with μP (the 3 seeds here): h +0.011, Δh −0.018, Δout +0.089; with 4 seeds +0.05/+0.07/+0.18,
-    and +0.08/+0.04/+0.17 on a 50-atom batch; standard parametrisation: Δh +1.0, Δout +1.7. The widths start at 32 because below it Δh
+    and +0.08/+0.04/+0.17 on a 50-atom batch; standard parametrisation: Δh +1.0, Δout +1.7. The widths start at 32
+    because below it Δh
     is dominated by the shared (width-independent) radial MLP, whose update reaches each channel
     coherently while the P·C radial outputs number fewer than ~2× its 64 hidden units: from width 16
     to 64 Δh falls by ~30 % under both parametrisations, then stays flat (docs/mup.md). Seed noise

@@ -28,11 +28,11 @@ import re
 
 import pytest
 import torch
+from op_cases import F64, KINDS, OP_CASES, outputs, rel_err
 
 from nnip_scale.ops import available_backends, flops, get_op, registered_ops, resolve_backend
 from nnip_scale.ops.registry import BACKENDS
 from nnip_scale.training.flops import count_flops
-from op_cases import F64, KINDS, OP_CASES, outputs, rel_err
 
 AVAILABLE = available_backends()
 CONCRETE = [b for b in BACKENDS if b != "auto"]

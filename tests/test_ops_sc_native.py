@@ -13,12 +13,6 @@ skipped without one).
 
 import pytest
 import torch
-
-from nnip_scale.ops import native_available, resolve_backend
-from nnip_scale.ops._native import native_state
-from nnip_scale.ops.equivariant import symmetric_contraction
-from nnip_scale.ops.registry import backend_table, per_op_backend, why_not
-from nnip_scale.ops.sc_native import sc_native
 from op_cases import (
     F64,
     assert_bitwise_deterministic,
@@ -27,6 +21,12 @@ from op_cases import (
     sc_inputs,
     sc_plan,
 )
+
+from nnip_scale.ops import native_available, resolve_backend
+from nnip_scale.ops._native import native_state
+from nnip_scale.ops.equivariant import symmetric_contraction
+from nnip_scale.ops.registry import backend_table, per_op_backend, why_not
+from nnip_scale.ops.sc_native import sc_native
 
 needs_native = pytest.mark.skipif(not native_available(), reason="nnip_scale._C not built/loaded")
 needs_cuda = pytest.mark.skipif(

@@ -11,11 +11,11 @@ requested come back with zero rows; the resolver's limits (ℓ, dtype, device) a
 
 import pytest
 import torch
+from op_cases import F64, assert_bitwise_deterministic, assert_native_close_to_fp64_reference, tp_inputs, tp_plan
 
 from nnip_scale.ops import native_available, resolve_backend
 from nnip_scale.ops.equivariant import channelwise_tp_scatter
 from nnip_scale.ops.registry import backend_table, per_op_backend
-from op_cases import F64, assert_bitwise_deterministic, assert_native_close_to_fp64_reference, tp_inputs, tp_plan
 
 needs_native = pytest.mark.skipif(not native_available(), reason="nnip_scale._C not built/loaded")
 OP = "channelwise_tp_scatter"

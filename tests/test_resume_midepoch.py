@@ -5,8 +5,8 @@ import json
 
 import lightning as L
 import pytest
-
 from _emt_data import write_cu_emt  # tests/_emt_data.py
+
 from nnip_scale.cli import build_cli
 
 

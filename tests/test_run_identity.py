@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _emt_data import write_cu_emt  # tests/_emt_data.py
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from _emt_data import write_cu_emt  # tests/_emt_data.py
 from nnip_scale.cli import build_cli
 
 IDENTITY = ("run_id", "arch", "model_class", "dataset", "force_mode", "loss", "cutoff", "config_hash", "val_set",

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from nnip_scale.scaling import ScalingInputError, write_report
-from nnip_scale.scaling.analysis import (ScalingFitWarning, fit_holdout, holdout_split, parse_holdout,
-                                         preprocess)
+from nnip_scale.scaling.analysis import ScalingFitWarning, fit_holdout, holdout_split, parse_holdout, preprocess
 from nnip_scale.scaling.io import subset
 from nnip_scale.scaling.laws import predict_lnd
 from nnip_scale.scaling.synthetic import curves, write_csv
@@ -23,7 +22,10 @@ TRUE = {"L_inf": TRUTH[0], "A": TRUTH[1], "B": TRUTH[2], "alpha": TRUTH[3], "bet
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def grid(widths=np.geomspace(1e5, 1e8, 7), budgets=(1e9,), n_ckpt=8, noise=0.003, seeds=2, arch="mpnn", seed=0):
+WIDTHS = tuple(np.geomspace(1e5, 1e8, 7))
+
+
+def grid(widths=WIDTHS, budgets=(1e9,), n_ckpt=8, noise=0.003, seeds=2, arch="mpnn", seed=0):
     """Runs at each width x data budget (x seeds), checkpoints log-spaced from 1e6 atoms to the budget;
     run ids name the budget, so a width trained on two budgets is two runs."""
     rng = np.random.default_rng(seed)

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnip_scale.scaling import ScalingInputError, allocation, load_points, write_report
-from nnip_scale.scaling import analysis
+from nnip_scale.scaling import ScalingInputError, allocation, analysis, load_points, write_report
 from nnip_scale.scaling.analysis import ScalingFitWarning, bound_warnings, fit_all, fit_arch
 from nnip_scale.scaling.io import POOL_FIELDS, subset
 from nnip_scale.scaling.report import markdown

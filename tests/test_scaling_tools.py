@@ -88,7 +88,7 @@ def test_worked_example_is_reproducible_and_covers_its_truth(tmp_path):
     write_csv(tmp_path / "ex.csv", example())
     assert (tmp_path / "ex.csv").read_text() == open("docs/examples/synthetic_runs.csv").read()
     fit = json.load(open("docs/examples/fit.json"))["architectures"]
-    for arch, (linf, A, B, alpha, beta, kappa) in EXAMPLE.items():
+    for arch, (linf, _A, _B, alpha, beta, kappa) in EXAMPLE.items():
         nd = fit[arch]["L_ND"]
         for name, truth in (("alpha", alpha), ("beta", beta), ("L_inf", linf)):
             lo, hi = nd["ci95"][name]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _emt_data import write_cu_emt  # tests/_emt_data.py
+
 from nnip_scale.study import StudyError, is_done, ledger_rows, load_study
 from nnip_scale.study.slurm import sbatch_script
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _emt_data import write_cu_emt  # tests/_emt_data.py
+
 from nnip_scale.study import StudyError, load_study
 from nnip_scale.study.cli import main as study_main
 from nnip_scale.study.runner import check_run_args, run_args
@@ -113,7 +113,7 @@ def test_devices_without_a_gpu_and_the_plan_columns(tmp_path, data, monkeypatch,
 
 
 def test_the_report_keys_a_study_file_accepts_are_the_report_options():
-    from nnip_scale.study.report import REPORT_OPTIONS
     from nnip_scale.study.plan import KEYS
+    from nnip_scale.study.report import REPORT_OPTIONS
 
     assert set(KEYS["report"]) == set(REPORT_OPTIONS)  # one list cannot drift from the other

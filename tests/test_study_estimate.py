@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _emt_data import write_cu_emt  # tests/_emt_data.py
+
 from nnip_scale.study import estimate as estimate_mod
 from nnip_scale.study import load_study
 from nnip_scale.study.cli import main as study_main

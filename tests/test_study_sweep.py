@@ -5,11 +5,11 @@ import json
 
 import pytest
 import yaml
-
 from _emt_data import write_cu_emt  # tests/_emt_data.py
+from test_study import REPO, run_study, study_file
+
 from nnip_scale.study import StudyError, is_done, load_study
 from nnip_scale.study.slurm import sbatch_script
-from test_study import REPO, run_study, study_file
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from _emt_data import write_emt_molecules
 from ase.build import bulk
+from batch_utils import FakeStats, batch_from_atoms
 from scipy import stats
 
-from _emt_data import write_emt_molecules
-from batch_utils import FakeStats, batch_from_atoms
-from nnip_scale.models import MPNN
-from nnip_scale.models import MCEGNN
+from nnip_scale.models import MCEGNN, MPNN
 from nnip_scale.training import NNIPModule
 from nnip_scale.training.flops import calibrate
 from nnip_scale.training.symmetry import haar_rotations, random_rotate_batch, rotate_batch, rotation_seed

@@ -4,8 +4,8 @@ scalars are written; checkpoints rebuild the backbone; bad model/data combinatio
 import numpy as np
 import pytest
 import torch
-
 from cli_utils import data_args, trainer_args
+
 from nnip_scale.cli import build_cli, main
 
 

@@ -9,14 +9,9 @@ Writes OUT/kappa.json, OUT/kappa.md and OUT/kappa.png (atomically: temporary fil
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+from nnip_scale.atomic_io import atomic_open, atomic_write_text
 
 
 def _load_model_config(path: str) -> tuple[str, dict]:
@@ -78,8 +73,9 @@ def main(argv=None) -> int:
     meta = {"data": args.data, "split": args.split, "batches": args.batches, "batch_size": args.batch_size, "widths": args.widths,
             "convention": "FlopCounterMode matmul FLOPs (2 per multiply-add) + 1 per scatter-added element; "
                           "element-wise work not counted (docs/compute.md)"}
-    _atomic_write(out / "kappa.json", lambda t: t.write_text(json.dumps({"meta": meta, "architectures": results}, indent=2)))
-    lines = ["| architecture | width | N | fwd FLOPs/atom | κ (this width) | train/fwd | train / 3κN |", "|---|---|---|---|---|---|---|"]
+    atomic_write_text(out / "kappa.json", json.dumps({"meta": meta, "architectures": results}, indent=2))
+    lines = ["| architecture | width | N | fwd FLOPs/atom | κ (this width) | train/fwd | train / 3κN |",
+             "|---|---|---|---|---|---|---|"]
     for arch, r in results.items():
         for pt in r["points"]:
             w = str(pt["width"])
@@ -88,13 +84,14 @@ def main(argv=None) -> int:
     lines.append("")
     lines += [f"- **{arch}: κ = {r['kappa']:.3f}** (fit through the origin; max deviation of a width from κN: "
               f"{100 * r['max_rel_deviation_from_kappa_N']:.1f} %)" for arch, r in results.items()]
-    _atomic_write(out / "kappa.md", lambda t: t.write_text("\n".join(lines) + "\n"))
+    atomic_write_text(out / "kappa.md", "\n".join(lines) + "\n")
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for k, (arch, r) in enumerate(results.items()):
         color, marker = arch_style(k)
         N = [pt["n_params"] for pt in r["points"]]
-        ax1.loglog(N, [pt["fwd_flops_per_atom"] for pt in r["points"]], marker, color=color, label=f"{arch} (κ = {r['kappa']:.2f})")
+        ax1.loglog(N, [pt["fwd_flops_per_atom"] for pt in r["points"]], marker, color=color,
+                   label=f"{arch} (κ = {r['kappa']:.2f})")
         ax1.loglog(N, [r["kappa"] * n for n in N], "-", color=color, alpha=0.5)
         ax2.semilogx(N, [pt["train_over_fwd"] for pt in r["points"]], "-", marker=marker, color=color, label=arch)
     ax1.set(xlabel="parameters N", ylabel="forward FLOPs per atom", title="C_fwd / D = κ·N")
@@ -107,7 +104,8 @@ def main(argv=None) -> int:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    _atomic_write(out / "kappa.png", lambda t: fig.savefig(t, dpi=120, format="png"))
+    with atomic_open(out / "kappa.png", "wb") as fh:
+        fig.savefig(fh, dpi=120, format="png")
     print("\n".join(lines))
     print(f"wrote {out}/kappa.json, kappa.md, kappa.png")
     return 0

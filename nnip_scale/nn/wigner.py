@@ -101,7 +101,7 @@ def _fibonacci_points(n: int) -> np.ndarray:
     return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _projector_fp64(lmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # numpy, computed once
     """Sample points X [P,3], P_full [P,K] (column b holds pinv(A_ℓ(b))ᵀ) and the block mask [K,K]."""
     n_points = 4 * lmax + 4

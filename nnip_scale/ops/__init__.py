@@ -6,18 +6,20 @@
 """
 
 from nnip_scale.ops._native import check_build_info, native_available
-from nnip_scale.ops.registry import (
+from nnip_scale.ops.equivariant import channelwise_tp_scatter, spherical_harmonics, symmetric_contraction  # noqa: F401
+from nnip_scale.ops.registry import (  # noqa: F401
     BACKENDS,
     available_backends,
+    backend_table,
     flops,
     get_op,
     native_supports,
+    per_op_backend,
     registered_ops,
     resolve_backend,
+    why_not,
 )
-from nnip_scale.ops.registry import backend_table, per_op_backend, why_not  # noqa: F401
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
-from nnip_scale.ops.equivariant import channelwise_tp_scatter, spherical_harmonics, symmetric_contraction  # noqa: F401
 from nnip_scale.ops.so2 import (  # noqa: F401
     so2_block_rows,
     so2_compact_wigner,

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from nnip_scale.ops.registry import OpSpec, check_index_range, check_same_dtype, dispatch, register_op
-from nnip_scale.ops.scatter import gather_rows, scatter_sum
 from nnip_scale.ops.sc_native import NATIVE_DTYPES as SC_NATIVE_DTYPES
 from nnip_scale.ops.sc_native import sc_native
+from nnip_scale.ops.scatter import gather_rows, scatter_sum
 from nnip_scale.ops.tp_native import NATIVE_DTYPES, ctp_native
 
 _CUEQ_METHODS = {"cpu": "naive"}
@@ -124,8 +124,10 @@ class PolynomialPlan(_Plan):
         pos1 = {m: i for i, m in enumerate(levels[1])}
         for d in range(2, degree + 1):
             prev = {m: i for i, m in enumerate(levels[d - 1])}
-            self.register_buffer(f"prefix{d}", torch.tensor([prev[m[:-1]] for m in levels[d]], dtype=torch.long), persistent=False)
-            self.register_buffer(f"last{d}", torch.tensor([pos1[(m[-1],)] for m in levels[d]], dtype=torch.long), persistent=False)
+            prefix = torch.tensor([prev[m[:-1]] for m in levels[d]], dtype=torch.long)
+            last = torch.tensor([pos1[(m[-1],)] for m in levels[d]], dtype=torch.long)
+            self.register_buffer(f"prefix{d}", prefix, persistent=False)
+            self.register_buffer(f"last{d}", last, persistent=False)
         self.degree = degree
         self.has_constant = () in needed
         order = ([()] if self.has_constant else []) + [m for lev in levels[1:] for m in lev]
@@ -474,7 +476,8 @@ def channelwise_tp_scatter(
             f"x {tuple(x.shape)}, sh {tuple(sh.shape)}"
         )
     e = sh.shape[0]
-    if weights.shape[:2] != (e, plan.n_paths) or x.shape[1] != plan.dim_x or sh.shape[1] != plan.dim_sh or weights.shape[2] != x.shape[2]:
+    if (weights.shape[:2] != (e, plan.n_paths) or x.shape[1] != plan.dim_x or sh.shape[1] != plan.dim_sh
+            or weights.shape[2] != x.shape[2]):
         raise ValueError(
             f"{op}: expected weights [E={e}, P={plan.n_paths}, C], "
             f"x [A, {plan.dim_x}, C], sh [E, {plan.dim_sh}]; got weights {tuple(weights.shape)}, "
@@ -482,7 +485,8 @@ def channelwise_tp_scatter(
         )
     for name, t in (("sender", sender), ("receiver", receiver)):
         if t.dim() != 1 or t.dtype != torch.int64 or t.shape[0] != e:
-            raise ValueError(f"{op}: {name} must be a 1-D int64 tensor of E={e} entries, got shape {tuple(t.shape)} dtype {t.dtype}")
+            raise ValueError(f"{op}: {name} must be a 1-D int64 tensor of E={e} entries, got shape {tuple(t.shape)} "
+                             f"dtype {t.dtype}")
     for name, t in (("weights", weights), ("sh", sh), ("sender", sender), ("receiver", receiver)):
         if t.device != x.device:
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected one device")

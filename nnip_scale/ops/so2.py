@@ -60,7 +60,7 @@ def so2_layout(lmax: int, mmax: int) -> tuple[tuple[int, int], ...]:
     return tuple(rows)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _block_rows(lmax: int, mmax: int) -> tuple[tuple[int, int], ...]:
     rows = so2_layout(lmax, mmax)
     offsets, off = {}, 0

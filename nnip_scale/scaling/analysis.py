@@ -609,7 +609,7 @@ def holdout_split(pts, spec):
             why = ("every run is at its top compute level" if h["op"] == "top" else "holds out every run")
             plans[arch] = {**head, "error": f"{why} of this architecture ({span}): nothing left to fit on"}
         else:
-            by_value = lambda run: (vals[run], run)  # noqa: E731
+            by_value = lambda run, vals=vals: (vals[run], run)  # noqa: E731
             plans[arch] = {**head, "fitted_runs": sorted(set(vals) - held, key=by_value),
                            "held_out_runs": sorted(held, key=by_value), "final": final}
     if not any("error" not in p for p in plans.values()):

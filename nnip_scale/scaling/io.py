@@ -7,7 +7,8 @@ A *point* is one validation of one run: ``N`` (trainable parameters without the 
 give is NaN ("missing"); whether that matters is decided by the law that needs it (:func:`require`).
 
 Units. Everything is converted to FLOP for C and hours for H. A ledger's units are fixed by
-docs/compute.md (``flops`` in FLOP; H = ``gpu_hours`` on GPU runs, else ``device_hours``, in hours). A CSV states its unit in the column name
+docs/compute.md (``flops`` in FLOP; H = ``gpu_hours`` on GPU runs, else ``device_hours``, in hours). A CSV states
+its unit in the column name
 (``C_FLOP``, ``C_PFLOP``, ``H_hours``, ``H_s``); a bare ``C`` / ``H`` column has the unit given by
 ``c_unit`` / ``h_unit`` (``--c-unit`` / ``--h-unit``; default FLOP / hours). Inputs stated in
 different units are refused (:class:`ScalingInputError` naming each file and its unit), so a

@@ -240,7 +240,7 @@ def markdown(fit, holdout=True):
         ols_s = (f"{ols['gamma']:.3f} [{ols['gamma_ci95_ols'][0]:.3f}, {ols['gamma_ci95_ols'][1]:.3f}]"
                  if "gamma" in ols else "–")
 
-        def cell(e, key, name, spec=".3f", extra=()):
+        def cell(e, key, name, spec=".3f", extra=(), arch=arch):
             return _val(e, name, spec) + mark(arch, (key, name), *extra)
 
         gc = (("consistency", "difference"),)

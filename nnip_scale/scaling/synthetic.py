@@ -37,8 +37,11 @@ def curves(law, widths_n, d_points, noise=0.0, rng=None, arch="a", kappa=1.0, se
             "src": np.array([f"synthetic[{i}]" for i in range(P)], dtype=object)}
 
 
-def example(seed=0, noise=0.005, widths=np.geomspace(1e5, 1e8, 7), d_points=np.geomspace(1e6, 1e9, 10)):
-    """The worked example: three architectures, 7 widths over 3 decades, 10 checkpoints over 3 decades."""
+def example(seed=0, noise=0.005, widths=None, d_points=None):
+    """The worked example: three architectures, 7 widths over 3 decades, 10 checkpoints over 3 decades
+    (``widths``/``d_points`` default to those grids)."""
+    widths = np.geomspace(1e5, 1e8, 7) if widths is None else widths
+    d_points = np.geomspace(1e6, 1e9, 10) if d_points is None else d_points
     rng = np.random.default_rng(seed)
     parts = [curves(v[:5], widths, d_points, noise, rng, a, v[5], util_n0=3e6) for a, v in EXAMPLE.items()]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

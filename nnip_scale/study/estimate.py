@@ -41,7 +41,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import lightning as L
@@ -356,7 +356,8 @@ class Estimator:
             # a fraction run's atom budget is its subset's atoms, known now that the data is loaded
             "run_id": run.run_id, "arch": run.arch.name, "width": run.width,
             "budget_atoms": run.budget_atoms if run.budget_fraction is None else d.atoms // run.epochs,
-            "budget_fraction": run.budget_fraction, "epochs": run.epochs, "seed": run.seed, "sweep": run.sweep, "state": _state(run), "n_params": m.n_params,
+            "budget_fraction": run.budget_fraction, "epochs": run.epochs, "seed": run.seed, "sweep": run.sweep,
+            "state": _state(run), "n_params": m.n_params,
             "steps": d.steps, "atoms": d.atoms, "structures": d.structures, "edges": round(d.edges),
             "edges_per_atom": d.edges_per_atom, "validations": d.validations, "val_batches": d.val_batches,
             "train_flops": train_flops, "val_flops": per_val * d.validations,
@@ -530,7 +531,7 @@ def estimate_study(study: Study, *, probe: bool = True, steps: int = 5, warmup: 
     totals = _totals(runs, parallel)
     return {
         "study": study.name, "config": str(study.path), "folder": str(study.folder),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": device, "parallel": parallel,
         "probe": {"seconds": probe_s, "timed_steps": steps if probe else 0, "warmup_steps": warmup,
                   "calibration_batches": calibration_batches,

@@ -3,7 +3,8 @@
 The study file (YAML, see configs/study/) names the base configs every run shares, the
 architectures (a model config, a base width and the learning rate tuned there), the widths, the
 data budgets (atoms of a nested training subset, or fractions of the training split's atoms,
-seen ``epochs`` times: 1 is the paper's single-epoch protocol), the seeds and the number of validations per epoch. Each grid point becomes a :class:`RunSpec`
+seen ``epochs`` times: 1 is the paper's single-epoch protocol), the seeds and the number of validations per epoch.
+Each grid point becomes a :class:`RunSpec`
 whose composed LightningCLI arguments are fixed by the plan, so rerunning a study reruns exactly
 the same commands.
 """

@@ -15,7 +15,7 @@ import os
 import platform
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 #: options of the study file's ``report:`` section and their defaults (passed to write_report);
@@ -190,7 +190,7 @@ def write_study_report(study, log=print) -> Path:
         f"# Study `{study.name}`",
         "",
         f"Study file `{study.path}`; {done} of {len(study.runs)} runs finished; report written "
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} on {_machine()}.",
+        f"{datetime.now(UTC).isoformat(timespec='seconds')} on {_machine()}.",
         f"Fit options: {json.dumps(options)}" + (f" (ignored unknown report keys: {unknown})" if unknown else ""),
         "",
         *sweep_section(study),

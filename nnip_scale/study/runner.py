@@ -305,7 +305,7 @@ def _run_pool(todo: list[RunSpec], parallel: int, threads: int, log) -> list[tup
             running: dict[Future, tuple[RunSpec, float]] = {}
             broken = False
 
-            def submit() -> None:
+            def submit(running=running) -> None:
                 run = queue.pop(0)
                 args = run_args(run)
                 t0 = _start(run, args, log)
@@ -327,7 +327,7 @@ def _run_pool(todo: list[RunSpec], parallel: int, threads: int, log) -> list[tup
                         continue
                     results.append((run, _report(run, rc == 0, rc, t0, log)))
                 if broken:
-                    for fut, (run, _t0) in running.items():
+                    for run, _t0 in running.values():
                         log(f"[study] FAILED {run.run_id}: stopped with the worker pool")
                         results.append((run, False))
                     running.clear()

@@ -50,7 +50,8 @@ def choose(study: Study, arch: str) -> dict | None:
         by_lr.setdefault(r.arch.lr, []).append(loss)
     means = {lr: (sum(v) / len(v) if all(math.isfinite(x) for x in v) else math.inf) for lr, v in by_lr.items()}
     if not any(math.isfinite(m) for m in means.values()):
-        raise StudyError(f"{study.path}: every learning rate of the sweep of '{arch}' diverged ({', '.join(f'{lr:g}' for lr in means)}); "
+        tried = ", ".join(f"{lr:g}" for lr in means)
+        raise StudyError(f"{study.path}: every learning rate of the sweep of '{arch}' diverged ({tried}); "
                          f"expected at least one candidate that trains: add smaller lr_sweep.lrs")
     grid = sorted(means)
     best = min(grid, key=lambda lr: means[lr])

@@ -132,6 +132,6 @@ def calibrate(step: Callable[[dict], object], batches: list[dict]) -> StepCostMo
         S = int(batch[K.N_STRUCTURES])
         for k in sorted({k for k in (1, 2, S // 4, S // 2, (3 * S) // 4, S) if 1 <= k <= S}):
             sub = slice_batch(batch, k) if k < S else batch
-            flops.append(count_flops(lambda: step(sub)))
+            flops.append(count_flops(lambda sub=sub: step(sub)))
             feats.append(batch_features(sub))
     return StepCostModel().fit(np.stack(feats), np.array(flops))

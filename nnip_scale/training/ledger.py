@@ -1,8 +1,8 @@
 """The compute ledger: measured FLOPs, wall-clock and data seen for every run.
 
 One JSON Lines row per validation (the format, its fields and units: ``nnip_scale.ledger_format``;
-docs/compute.md), appended and flushed by rank 0; the same figures go to the logger. Totals live in the callback's ``state_dict`` so a
-resumed run continues them, and rows written after the step it resumes from are dropped (those
+docs/compute.md), appended and flushed by rank 0; the same figures go to the logger. Totals live in the
+callback's ``state_dict`` so a resumed run continues them, and rows written after the step it resumes from are dropped (those
 steps are about to be trained again). A checkpoint taken at the end of a training step precedes
 that step's validation, which Lightning does not repeat on resume: the ledger keeps that
 validation's row and adopts its validation FLOPs and wall-clock, so nothing is lost or counted twice.
@@ -11,12 +11,12 @@ validation's row and adopts its validation FLOPs and wall-clock, so nothing is l
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from nnip_scale.data import keys as K
 from nnip_scale.ledger_format import LEDGER_FILENAME, truncate, write_row
@@ -294,7 +294,7 @@ class ComputeLedger(L.Callback):
             **({"status": "diverged", "diverged_at_step": pl_module.divergence["step"],
                 "last_finite_train_loss": pl_module.divergence["last_finite_train_loss"]}
                if getattr(pl_module, "divergence", None) else {}),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self.rows_written += 1
         self._last_row_step = trainer.global_step

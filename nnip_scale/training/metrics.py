@@ -7,7 +7,6 @@ from torchmetrics import Metric
 from nnip_scale.data import keys as K
 from nnip_scale.training.loss import per_structure_mean
 
-
 #: 1 eV/Å³ in GPa (1.602176634e-19 J / 1e-30 m³ = 1.602176634e11 Pa)
 EV_PER_A3_IN_GPA = 160.2176634
 

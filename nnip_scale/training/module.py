@@ -8,21 +8,21 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
-import torch
 from torch import nn
 
 from nnip_scale.data import keys as K
 from nnip_scale.models.base import PotentialModel, element_symbol
 from nnip_scale.models.registry import class_path
 from nnip_scale.training.callbacks import DivergenceGuard, ThroughputLogger, ValidateAtEnd
-from nnip_scale.training.predict import PredictionWriter
 from nnip_scale.training.ledger import ComputeLedger
 from nnip_scale.training.loss import EnergyForceLoss, LossName
 from nnip_scale.training.metrics import EnergyForceMetrics
 from nnip_scale.training.mup import apply_mup_init, classify_parameters, lr_scales
 from nnip_scale.training.optim import OptimizerName, build_optimizer, is_schedule_free
+from nnip_scale.training.predict import PredictionWriter
 from nnip_scale.training.symmetry import random_rotate_batch, rotation_seed
 
 
