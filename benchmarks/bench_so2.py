@@ -38,14 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import replace_section  # noqa: E402
 from so2_profile import REGIONS, demo_batch, esen_step, profile_step  # noqa: E402
 
-from nnip_scale.nn.wigner import edge_rotation, wigner_d  # noqa: E402
+from nnip_scale.nn.wigner import edge_rotation, so2_wigner_blocks, wigner_d  # noqa: E402
 from nnip_scale.ops import native_supports  # noqa: E402
 from nnip_scale.ops.so2 import (  # noqa: E402
     so2_block_rows,
     so2_layout,
     so2_rotate_in,
     so2_rotate_out_scatter,
-    so2_wigner_blocks,  # noqa: E402
 )
 
 PASSES = ("fwd", "fwd+bwd", "fwd+bwd+dbl")

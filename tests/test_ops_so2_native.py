@@ -16,7 +16,7 @@ Sample inputs for a generic op harness: :func:`rotate_in_sample` and :func:`rota
 import pytest
 import torch
 
-from nnip_scale.nn.wigner import edge_rotation, wigner_d
+from nnip_scale.nn.wigner import edge_rotation, so2_wigner_blocks, wigner_d
 from nnip_scale.ops import flops, native_available, resolve_backend
 from nnip_scale.ops.registry import backend_table, per_op_backend
 from nnip_scale.ops.so2 import (
@@ -26,7 +26,6 @@ from nnip_scale.ops.so2 import (
     so2_num_blocks,
     so2_rotate_in,
     so2_rotate_out_scatter,
-    so2_wigner_blocks,
 )
 from nnip_scale.training.flops import count_flops
 

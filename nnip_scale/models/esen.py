@@ -35,10 +35,17 @@ from nnip_scale.models.base import ForceMode, PotentialModel
 from nnip_scale.models.registry import register_model
 from nnip_scale.nn import MLP
 from nnip_scale.nn.so3 import SO2Convolution, SO3LayerNorm, SO3Linear, gate
-from nnip_scale.nn.wigner import MAX_DEGREE, edge_rotation, num_components, wigner_d, wigner_projector
+from nnip_scale.nn.wigner import (
+    MAX_DEGREE,
+    edge_rotation,
+    num_components,
+    so2_wigner_blocks,
+    wigner_d,
+    wigner_projector,
+)
 from nnip_scale.ops import so2_layout, so2_rotate_in, so2_rotate_out_scatter
 from nnip_scale.ops.registry import per_op_backend, resolve_backend
-from nnip_scale.ops.so2 import so2_block_rows, so2_wigner_blocks
+from nnip_scale.ops.so2 import so2_block_rows
 
 #: ℓ = 1 rows are (y, z, x): Cartesian (x, y, z) = rows (2, 0, 1) of the ℓ = 1 block
 _L1_TO_XYZ = [2, 0, 1]

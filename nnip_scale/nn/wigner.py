@@ -25,6 +25,8 @@ import warnings
 import numpy as np
 import torch
 
+from nnip_scale.ops.so2 import so2_layout
+
 MAX_DEGREE = 6
 
 
@@ -178,3 +180,30 @@ def edge_rotation(unit: torch.Tensor) -> torch.Tensor:
     minimal = torch.stack([r0, r1, r2], dim=-2)
     col = torch.stack([torch.ones_like(s), s, s], dim=-1).unsqueeze(-2)  # R = minimal · diag(1, s, s)
     return minimal * col
+
+
+def so2_wigner_blocks(
+    rotation: torch.Tensor,
+    lmax: int,
+    mmax: int,
+    projector: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Compact Wigner blocks [E, NB] of rotations [E, 3, 3] for the rows of ``so2_layout(lmax, mmax)`` (the layout the
+    native edge rotations of ``nnip_scale.ops.so2`` take with ``so2_block_rows``),
+    built per degree without the dense [E, R, K] matrix (the construction of
+    :func:`wigner_d`: D_ℓ(R) = Y_ℓ(R X)ᵀ pinv(A_ℓ)ᵀ, restricted to the kept rows;
+    the same numbers to rounding). ``projector``: the tensors of ``wigner_projector(lmax)``."""
+    if rotation.dim() != 3 or tuple(rotation.shape[1:]) != (3, 3):
+        raise ValueError(f"so2_wigner_blocks: expected rotations [E, 3, 3], got {tuple(rotation.shape)}")
+    points, proj, _ = wigner_projector(lmax) if projector is None else projector
+    points, proj = points.to(rotation), proj.to(rotation)
+    rotated = torch.einsum("eij,pj->epi", rotation, points)  # R x_p  [E, P, 3]
+    sh = spherical_harmonics_orthonormal(rotated, lmax)  # [E, P, K]
+    rows = so2_layout(lmax, mmax)
+    parts = []
+    for ell in range(lmax + 1):
+        keep = [ell * ell + ell + m for l_r, m in rows if l_r == ell]
+        sh_l = sh[..., keep[0]:keep[0] + 1] if len(keep) == 1 else sh[..., keep]  # [E, P, R_ℓ]
+        block = torch.einsum("epr,pb->erb", sh_l, proj[:, ell * ell:(ell + 1) ** 2])  # [E, R_ℓ, 2ℓ+1]
+        parts.append(block.flatten(1))
+    return torch.cat(parts, dim=1)

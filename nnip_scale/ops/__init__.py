@@ -28,7 +28,6 @@ from nnip_scale.ops.so2 import (  # noqa: F401
     so2_num_blocks,
     so2_rotate_in,
     so2_rotate_out_scatter,
-    so2_wigner_blocks,
 )
 from nnip_scale.ops.triplets import basis_scatter, interaction_index, interaction_sizes, reverse_edges  # noqa: F401
 

@@ -19,7 +19,7 @@ Compact Wigner blocks. The Wigner rows of an edge are block diagonal (row (ℓ, 
 the 2ℓ+1 components of degree ℓ), so ``so2_rotate_in`` and ``so2_rotate_out_scatter`` also take
 ``wigner`` as [E, NB] with only those entries plus ``block_rows`` [R, 2] = (ℓ_r, offset of row r's
 entries) (:func:`so2_block_rows`; entries grouped by degree, NB = Σ_ℓ R_ℓ·(2ℓ+1)), built once per
-forward with :func:`so2_wigner_blocks` (from rotations, no dense [E, R, K] matrix) or
+forward with :func:`nnip_scale.nn.wigner.so2_wigner_blocks` (from rotations, no dense [E, R, K] matrix) or
 :func:`so2_compact_wigner` (from dense rows). The native kernels (``nnip_scale.ops.so2_native``,
 ``csrc/so2/``) take only this form: with a dense ``wigner`` the resolver runs ``torch`` for
 ``auto`` and an explicit ``native`` raises. The torch reference expands compact blocks to the dense
@@ -97,34 +97,6 @@ def so2_compact_wigner(wigner: torch.Tensor, lmax: int, mmax: int) -> torch.Tens
             for j in range(2 * ell + 1)]
     index = torch.tensor(flat, dtype=torch.int64, device=wigner.device)
     return wigner.flatten(1).index_select(1, index)
-
-
-def so2_wigner_blocks(
-    rotation: torch.Tensor,
-    lmax: int,
-    mmax: int,
-    projector: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Compact Wigner blocks [E, NB] of rotations [E, 3, 3] for the rows of ``so2_layout(lmax, mmax)``,
-    built per degree without the dense [E, R, K] matrix (the construction of
-    ``nnip_scale.nn.wigner.wigner_d``: D_ℓ(R) = Y_ℓ(R X)ᵀ pinv(A_ℓ)ᵀ, restricted to the kept rows;
-    the same numbers to rounding). ``projector``: the tensors of ``wigner_projector(lmax)``."""
-    from nnip_scale.nn.wigner import spherical_harmonics_orthonormal, wigner_projector  # nn imports ops: import late
-
-    if rotation.dim() != 3 or tuple(rotation.shape[1:]) != (3, 3):
-        _fail("so2_wigner_blocks", f"expected rotations [E, 3, 3], got {tuple(rotation.shape)}")
-    points, proj, _ = wigner_projector(lmax) if projector is None else projector
-    points, proj = points.to(rotation), proj.to(rotation)
-    rotated = torch.einsum("eij,pj->epi", rotation, points)  # R x_p  [E, P, 3]
-    sh = spherical_harmonics_orthonormal(rotated, lmax)  # [E, P, K]
-    rows = so2_layout(lmax, mmax)
-    parts = []
-    for ell in range(lmax + 1):
-        keep = [ell * ell + ell + m for l_r, m in rows if l_r == ell]
-        sh_l = sh[..., keep[0]:keep[0] + 1] if len(keep) == 1 else sh[..., keep]  # [E, P, R_ℓ]
-        block = torch.einsum("epr,pb->erb", sh_l, proj[:, ell * ell:(ell + 1) ** 2])  # [E, R_ℓ, 2ℓ+1]
-        parts.append(block.flatten(1))
-    return torch.cat(parts, dim=1)
 
 
 def _dense_from_blocks(wigner: torch.Tensor, block_rows: torch.Tensor, n_components: int) -> torch.Tensor:
@@ -220,7 +192,7 @@ def _native_limit(compact: bool = True, components: int = 0) -> str | None:
     """Why the native rotations cannot serve a call (None if they can)."""
     if not compact:
         return ("the native kernels take the compact per-degree Wigner blocks (pass block_rows; see "
-                "so2_wigner_blocks / so2_compact_wigner); a dense [E, R, K] wigner runs on torch")
+                "nn.wigner.so2_wigner_blocks / so2_compact_wigner); a dense [E, R, K] wigner runs on torch")
     if components > MAX_COMPONENTS:
         return f"{components} components > {MAX_COMPONENTS} (ℓmax = 6): the native kernels are tested for ℓmax ≤ 6"
     return None

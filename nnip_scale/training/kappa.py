@@ -10,7 +10,6 @@ reported: the paper assumed C = 3κND, i.e. a ratio of 3.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,15 +36,6 @@ class KappaPoint:
     @property
     def train_over_fwd(self) -> float:
         return self.train_flops_per_atom / self.fwd_flops_per_atom
-
-
-def build_model(class_path: str, init_args: dict, width: int, stats) -> torch.nn.Module:
-    """Instantiate ``class_path`` with ``init_args`` at ``width`` and the data's statistics."""
-    module_name, _, cls_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    model = cls(**{**init_args, "width": width, "backend": "torch"})
-    model.set_statistics(stats)
-    return model
 
 
 def measure_point(arch: str, model: torch.nn.Module, batches: list[dict]) -> KappaPoint:

@@ -117,7 +117,7 @@ def _key_hints(parser, message: str) -> list[str]:
 
     import yaml
 
-    from nnip_scale.models.registry import registered_model
+    from nnip_scale.models.registry import resolve_model
 
     valid = sorted({opt[2:] for a in parser._actions for opt in a.option_strings if opt.startswith("--")})
     unknown: list[tuple[str, list[str]]] = []
@@ -128,7 +128,10 @@ def _key_hints(parser, message: str) -> list[str]:
     nested = re.search(r'Parser key "([^"]+)".*?class_path \'([^\']+)\'.*?Option \'([^\']+)\' is not accepted', message, re.S)
     if nested:
         prefix, class_path, option = nested.groups()
-        cls = registered_model(class_path)
+        try:
+            cls = resolve_model(class_path)
+        except ValueError:  # not a model class: no argument names to suggest
+            cls = None
         params = list(inspect.signature(cls).parameters) if cls is not None else []
         unknown.append((f"{prefix}.init_args.{option}", [f"{prefix}.init_args.{p}" for p in params]))
     hints = []
