@@ -1,5 +1,6 @@
 // Schemas of the eSEN edge-rotation ops (a fragment of the nnip_scale library; kernels in
-// csrc/so2/cpu/so2_cpu.cpp; fake kernels, autograd and FLOP formulas in nnip_scale/ops/so2_native.py).
+// csrc/so2/cpu/so2_cpu.cpp and, in the CUDA build, csrc/so2/cuda/so2_cuda.cpp; fake kernels, autograd
+// and FLOP formulas in nnip_scale/ops/so2_native.py).
 //
 // `wigner` is the compact block-diagonal part of each edge's Wigner-D rows, [E, NB]; `block_rows`
 // int64 [R, 2] holds (ℓ_r, off_r) per edge-frame row r: row r's 2ℓ_r + 1 entries are

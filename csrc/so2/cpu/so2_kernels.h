@@ -130,6 +130,7 @@ void rotate_gather(const T* x, const T* wigner, const int64_t* const* idx, int S
   for (int64_t r = 0; r < R; ++r) ncols += 2 * b.ell(r) + 1;
   const int nt = effective_threads(n_threads, E * S * ncols * C);
   (void)K;
+  (void)nt;  // unused without OpenMP
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(static)
 #endif
@@ -161,6 +162,7 @@ void rotate_scatter(const T* y, const T* wigner, const int64_t* const* ptr, cons
   int64_t ncols = 0;
   for (int64_t r = 0; r < R; ++r) ncols += 2 * b.ell(r) + 1;
   const int nt = effective_threads(n_threads, std::max<int64_t>(E, 1) * S * ncols * C);
+  (void)nt;  // unused without OpenMP
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
 #endif
@@ -207,6 +209,7 @@ void wigner_grad(const T* y, const T* x, const int64_t* const* idx, int S, const
   int64_t ncols = 0;
   for (int64_t r = 0; r < R; ++r) ncols += 2 * b.ell(r) + 1;
   const int nt = effective_threads(n_threads, E * S * ncols * std::max<int64_t>(C, 1));
+  (void)nt;  // unused without OpenMP
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(static)
 #endif

@@ -7,12 +7,22 @@
 // Algorithm: one thread per output element (coalesced over the contiguous channels for the gather
 // and the scatter; one thread per compact entry for the Wigner gradient), each summing its terms in
 // a fixed order: deterministic, no atomics. The scatter visits an atom's edges through the CSR of a
-// stable sort of the indices (ptr_s [N + 1], order_s [E]; built by the caller on the device).
-// Indices and tables are not validated here (a device-to-host copy; the CPU kernels check them).
+// stable sort of the indices (ptr_s [N + 1], order_s [E]; built by the caller on the device, in
+// csrc/so2/cuda/so2_cuda.cpp with a stable device sort and a searchsorted).
 //
-// Status: the torch glue and the resolver registration are not written yet (they need a CUDA build
-// of torch and a GPU run); csrc/so2/tests/test_so2_cuda_emulated.cpp runs these kernels on the host
-// against the CPU kernels.
+// Indices and tables are not validated by the caller (that needs a device-to-host copy; the CPU glue
+// rejects both with an error), so the kernels never read out of bounds instead: an endpoint index
+// outside [0, A) adds nothing (its half of the gathered row is 0, it adds nothing to the Wigner
+// gradient); an edge whose key lies outside [0, N) is in no CSR segment of the scatter (the caller's
+// searchsorted); a row of `rows` that the CPU would reject (ℓ < 0, (ℓ + 1)² > K, or its block outside
+// [0, NB)) makes every output element that reads the table through it NaN (the gather's elements of
+// that row; all of the scatter's and the Wigner gradient's, which scan every row), never a silently
+// wrong number.
+//
+// Status: torch glue in csrc/so2/cuda/so2_cuda.cpp (registered for the CUDA dispatch key), not yet
+// registered with the resolver (needs a GPU run of ctest `cuda_so2_kernels` and
+// tests/test_ops_so2_cuda.py); csrc/so2/tests/test_so2_cuda_emulated.cpp runs these kernels on the
+// host against the CPU kernels.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime_api.h>
@@ -25,12 +35,12 @@ struct SO2RowsDevice {
   const int64_t* rows = nullptr;  // [R, 2] (ℓ_r, off_r), device memory
 };
 
-// out [E, R, S·C] (written entirely); idx1 unused when S == 1.
+// out [E, R, S·C] (written entirely); x [A, K, C]; idx1 unused when S == 1.
 cudaError_t so2_rotate_gather(const float* x, const float* w, const int64_t* idx0, const int64_t* idx1, int S,
-                              SO2RowsDevice b, float* out, int64_t E, int64_t K, int64_t C, int64_t NB,
+                              SO2RowsDevice b, float* out, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
                               cudaStream_t stream);
 cudaError_t so2_rotate_gather(const double* x, const double* w, const int64_t* idx0, const int64_t* idx1, int S,
-                              SO2RowsDevice b, double* out, int64_t E, int64_t K, int64_t C, int64_t NB,
+                              SO2RowsDevice b, double* out, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
                               cudaStream_t stream);
 // out [N, K, C] (written entirely).
 cudaError_t so2_rotate_scatter(const float* y, const float* w, const int64_t* ptr0, const int64_t* order0,
@@ -39,12 +49,12 @@ cudaError_t so2_rotate_scatter(const float* y, const float* w, const int64_t* pt
 cudaError_t so2_rotate_scatter(const double* y, const double* w, const int64_t* ptr0, const int64_t* order0,
                                const int64_t* ptr1, const int64_t* order1, int S, SO2RowsDevice b, double* out,
                                int64_t N, int64_t K, int64_t C, int64_t NB, cudaStream_t stream);
-// gw [E, NB] (written entirely).
+// gw [E, NB] (written entirely); y [E, R, S·C], x [A, K, C].
 cudaError_t so2_wigner_grad(const float* y, const float* x, const int64_t* idx0, const int64_t* idx1, int S,
-                            SO2RowsDevice b, float* gw, int64_t E, int64_t K, int64_t C, int64_t NB,
+                            SO2RowsDevice b, float* gw, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
                             cudaStream_t stream);
 cudaError_t so2_wigner_grad(const double* y, const double* x, const int64_t* idx0, const int64_t* idx1, int S,
-                            SO2RowsDevice b, double* gw, int64_t E, int64_t K, int64_t C, int64_t NB,
+                            SO2RowsDevice b, double* gw, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
                             cudaStream_t stream);
 
 }  // namespace cuda

@@ -1,8 +1,9 @@
 // The CUDA kernels of the eSEN rotations (csrc/so2/cuda/so2_kernels.cu) run on the host, thread by
 // thread, against the CPU kernels (csrc/so2/cpu/so2_kernels.h): checks the device code's math and
 // indexing on machines without a GPU. Valid because those kernels never synchronise or share data
-// between threads. Launches use few blocks, so the grid-stride loops wrap. The fake
-// <cuda_runtime_api.h> comes from csrc/tests/emulation/.
+// between threads. Launches use few blocks, so the grid-stride loops wrap. Also the inputs the CUDA
+// glue does not validate (it would need a host sync): endpoint indices outside [0, A) and invalid
+// block_rows tables. The fake <cuda_runtime_api.h> comes from csrc/tests/emulation/.
 #define NNIP_CUDA_EMULATION
 #include <algorithm>
 #include <cmath>
@@ -24,10 +25,11 @@ inline T __ldg(const T* p) {
 }
 #include "so2/cuda/so2_kernels.cu"
 
+#include "so2/tests/so2_case.h"
 #include "tests/check.h"
-#include "so2/cpu/so2_kernels.h"
 
 using namespace nnip_scale;
+using so2_case::Problem;
 
 template <typename F>
 static void launch(int64_t total, unsigned threads, F kernel) {
@@ -41,76 +43,79 @@ static void launch(int64_t total, unsigned threads, F kernel) {
     }
 }
 
-// (ℓ, offset) per row of the m-major layout of (lmax, mmax), entries grouped by degree
-static std::vector<int64_t> block_rows(int64_t lmax, int64_t mmax, int64_t* NB) {
-  std::vector<int64_t> ells;
-  for (int64_t l = 0; l <= lmax; ++l) ells.push_back(l);
-  for (int64_t m = 1; m <= mmax; ++m)
-    for (int sign = 0; sign < 2; ++sign)
-      for (int64_t l = m; l <= lmax; ++l) ells.push_back(l);
-  std::vector<int64_t> rows(2 * ells.size());
-  int64_t off = 0;
-  for (int64_t l = 0; l <= lmax; ++l)
-    for (size_t r = 0; r < ells.size(); ++r)
-      if (ells[r] == l) {
-        rows[2 * r] = l;
-        rows[2 * r + 1] = off;
-        off += 2 * l + 1;
-      }
-  *NB = off;
-  return rows;
+static void near(const std::vector<double>& a, const std::vector<double>& b) {
+  NNIP_CHECK(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) NNIP_CHECK_NEAR(a[i], b[i], 1e-12 * (1.0 + std::fabs(b[i])));
 }
 
-static void run_case(int64_t lmax, int64_t mmax, int64_t C, int S, unsigned threads, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> val(-1, 1);
-  int64_t NB = 0;
-  std::vector<int64_t> rows = block_rows(lmax, mmax, &NB);
-  so2::BlockRows bh;
-  bh.R = static_cast<int64_t>(rows.size() / 2);
-  bh.rows = rows.data();
+// With `bad`, some endpoint indices lie outside [0, A) (the CUDA glue does not range-check them): the
+// kernels must read nothing out of bounds and treat those endpoints as adding nothing (so2_case.h).
+static void run_case(int64_t lmax, int64_t mmax, int64_t C, int S, unsigned threads, uint64_t seed, bool bad) {
+  const Problem p = so2_case::make_problem(seed, lmax, mmax, C, S, /*A=*/5, /*E=*/13, bad);
+  const int64_t A = p.A, E = p.E, K = p.K, R = p.R, NB = p.NB, SC = S * C;
   cuda::SO2RowsDevice bd;
-  bd.R = bh.R;
-  bd.rows = rows.data();
-  const int64_t K = (lmax + 1) * (lmax + 1), R = bh.R, A = 5, E = 13, SC = S * C;
-  std::vector<double> x(A * K * C), w(E * NB), y(E * R * SC);
-  for (auto* v : {&x, &w, &y})
-    for (auto& e : *v) e = val(rng);
-  std::vector<int64_t> i0(E), i1(E);
-  for (auto& v : i0) v = static_cast<int64_t>(rng() % (A - 1));  // atom A-1: no edges
-  for (auto& v : i1) v = static_cast<int64_t>(rng() % (A - 1));
-  const int64_t* ip[2] = {i0.data(), i1.data()};
-  auto near = [](const std::vector<double>& a, const std::vector<double>& b) {
-    NNIP_CHECK(a.size() == b.size());
-    for (size_t i = 0; i < a.size(); ++i) NNIP_CHECK_NEAR(a[i], b[i], 1e-12 * (1.0 + std::fabs(b[i])));
-  };
-  // gather
-  std::vector<double> out(E * R * SC, 9.0), ref(out.size());
-  so2::rotate_gather<double>(x.data(), w.data(), ip, S, bh, ref.data(), E, K, C, NB, 1);
+  bd.R = R;
+  bd.rows = p.rows.data();
+  if (!bad) {  // without bad keys the glue's CSR is the CPU's counting sort
+    std::vector<int64_t> q(A + 1), o(E);
+    so2::sort_by_key(p.i0.data(), E, A, q.data(), o.data());
+    NNIP_CHECK(q == p.p0 && std::equal(o.begin(), o.end(), p.o0.begin()));
+  }
+  std::vector<double> out(E * R * SC, 9.0), sc(A * K * C, 9.0), gw(E * NB, 9.0);
   launch(E * R * SC, threads, [&] {
-    cuda::so2_gather_kernel<double>(x.data(), w.data(), i0.data(), i1.data(), S, bd, out.data(), E, K, C, NB);
+    cuda::so2_gather_kernel<double>(p.x.data(), p.w.data(), p.i0.data(), p.i1.data(), S, bd, out.data(), E, A, K, C,
+                                    NB);
   });
-  near(out, ref);
-  // scatter
-  std::vector<int64_t> p0(A + 1), o0(E), p1(A + 1), o1(E);
-  so2::sort_by_key(i0.data(), E, A, p0.data(), o0.data());
-  so2::sort_by_key(i1.data(), E, A, p1.data(), o1.data());
-  const int64_t* pp[2] = {p0.data(), p1.data()};
-  const int64_t* op[2] = {o0.data(), o1.data()};
-  std::vector<double> sc(A * K * C, 9.0), sc_ref(sc.size());
-  so2::rotate_scatter<double>(y.data(), w.data(), pp, op, S, bh, sc_ref.data(), A, E, K, C, NB, 1);
+  near(out, p.gather);
   launch(A * K * C, threads, [&] {
-    cuda::so2_scatter_kernel<double>(y.data(), w.data(), p0.data(), o0.data(), p1.data(), o1.data(), S, bd, sc.data(),
-                                     A, K, C, NB);
+    cuda::so2_scatter_kernel<double>(p.y.data(), p.w.data(), p.p0.data(), p.o0.data(), p.p1.data(), p.o1.data(), S,
+                                     bd, sc.data(), A, K, C, NB);
   });
-  near(sc, sc_ref);
-  // Wigner gradient
-  std::vector<double> gw(E * NB, 9.0), gw_ref(gw.size());
-  so2::wigner_grad<double>(y.data(), x.data(), ip, S, bh, gw_ref.data(), E, K, C, NB, 1);
+  near(sc, p.scatter);
   launch(E * NB, threads, [&] {
-    cuda::so2_wgrad_kernel<double>(y.data(), x.data(), i0.data(), i1.data(), S, bd, gw.data(), E, K, C, NB);
+    cuda::so2_wgrad_kernel<double>(p.y.data(), p.x.data(), p.i0.data(), p.i1.data(), S, bd, gw.data(), E, A, K, C,
+                                   NB);
   });
-  near(gw, gw_ref);
+  near(gw, p.wgrad);
+}
+
+// A table the CPU glue rejects (so2::check_rows) is not validated on CUDA: the kernels read nothing out of
+// bounds and give NaN where they would have used it (the gather: that row's elements; the scatter and the
+// Wigner gradient: every element), finite values elsewhere.
+static void run_bad_rows() {
+  Problem p = so2_case::make_problem(99, 2, 1, 3, 2, /*A=*/3, /*E=*/4, false);
+  const int64_t A = p.A, E = p.E, K = p.K, R = p.R, NB = p.NB, C = p.C, S = p.S, SC = S * C;
+  const int64_t bad_row = 3;
+  for (int variant = 0; variant < 4; ++variant) {
+    std::vector<int64_t> rows(p.rows);
+    if (variant == 0) rows[2 * bad_row + 1] = NB - 1;  // block past NB
+    if (variant == 1) rows[2 * bad_row + 1] = -2;      // negative offset
+    if (variant == 2) rows[2 * bad_row] = 3;           // degree needs 16 > K components
+    if (variant == 3) rows[2 * bad_row] = -1;          // negative degree
+    so2::BlockRows bh;
+    bh.R = R;
+    bh.rows = rows.data();
+    NNIP_CHECK(so2::check_rows(bh, NB, K) != nullptr);  // the CPU glue rejects it
+    cuda::SO2RowsDevice bd;
+    bd.R = R;
+    bd.rows = rows.data();
+    std::vector<double> out(E * R * SC, 9.0), sc(A * K * C, 9.0), gw(E * NB, 9.0);
+    launch(E * R * SC, 32, [&] {
+      cuda::so2_gather_kernel<double>(p.x.data(), p.w.data(), p.i0.data(), p.i1.data(), S, bd, out.data(), E, A, K,
+                                      C, NB);
+    });
+    for (int64_t t = 0; t < E * R * SC; ++t) NNIP_CHECK(std::isnan(out[t]) == ((t / SC) % R == bad_row));
+    launch(A * K * C, 32, [&] {
+      cuda::so2_scatter_kernel<double>(p.y.data(), p.w.data(), p.p0.data(), p.o0.data(), p.p1.data(), p.o1.data(), S,
+                                       bd, sc.data(), A, K, C, NB);
+    });
+    launch(E * NB, 32, [&] {
+      cuda::so2_wgrad_kernel<double>(p.y.data(), p.x.data(), p.i0.data(), p.i1.data(), S, bd, gw.data(), E, A, K, C,
+                                     NB);
+    });
+    for (double v : sc) NNIP_CHECK(std::isnan(v));
+    for (double v : gw) NNIP_CHECK(std::isnan(v));
+  }
 }
 
 int main() {
@@ -118,7 +123,10 @@ int main() {
   for (int64_t lmax = 1; lmax <= 6; ++lmax)
     for (int64_t mmax : {int64_t{0}, std::min<int64_t>(lmax, 2), lmax})
       for (int64_t C : {1, 5, 33})
-        for (int S : {1, 2}) run_case(lmax, mmax, C, S, 32, seed++);
+        for (int S : {1, 2}) run_case(lmax, mmax, C, S, 32, seed++, false);
+  for (int64_t lmax : {1, 3, 6})
+    for (int S : {1, 2}) run_case(lmax, 1, 7, S, 32, seed++, true);
+  run_bad_rows();
   std::printf("so2 CUDA kernels (emulated on the host): ok\n");
   return 0;
 }
