@@ -20,11 +20,10 @@ from datetime import date
 
 import numpy as np
 import torch
+from _results import replace_section
 
 from nnip_scale.data import AtomsDataModule
 from nnip_scale.models import MACE
-
-from _results import replace_section
 
 ELEMENTS = [1, 3, 4, 5, 6, 7, 8, 9, 11, 13, 14, 15, 16, 17]
 

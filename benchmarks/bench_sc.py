@@ -33,6 +33,7 @@ from nnip_scale.nn.irreps import symmetric_contraction_polynomial  # noqa: E402
 from nnip_scale.ops import native_supports  # noqa: E402
 from nnip_scale.ops.equivariant import PolynomialPlan, symmetric_contraction  # noqa: E402
 
+
 def _case(ell: int, correlation: int, channels: int, n_atoms: int, n_elements: int, dtype, seed: int = 0):
     ells = tuple(range(ell + 1))
     plan = PolynomialPlan(symmetric_contraction_polynomial(ells, ells, channels, correlation), weighted=True)

@@ -151,7 +151,8 @@ def model_benchmark(args) -> list[str]:
         "",
         "torch / native: median over rounds of the ratio of the two back-to-back runs.",
         "",
-        "| forces | C | native step (ms) | torch step (ms) | torch / native | interaction: native / torch (ms) | interaction share of the torch step |",
+        "| forces | C | native step (ms) | torch step (ms) | torch / native | interaction: native / torch (ms) "
+        "| interaction share of the torch step |",
         "|---|---|---|---|---|---|---|",
     ]
     for key in settings:
