@@ -1,5 +1,7 @@
-"""Replace one marker-delimited section of benchmarks/RESULTS.md (atomic write)."""
+"""What the benchmarks share: the command line's ``--data`` and ``--write``, and publishing the Markdown
+table (print it, and replace one marker-delimited section of benchmarks/RESULTS.md with it, atomic write)."""
 
+import argparse
 from pathlib import Path
 
 from nnip_scale.atomic_io import atomic_write_text
@@ -19,3 +21,23 @@ def replace_section(path: str, name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     atomic_write_text(p, text)
+
+
+def publish_table(header: str, rows: list[str], write: str | None, section: str) -> str:
+    """``header`` then the table ``rows`` (one Markdown line each): printed, and with ``write`` (the
+    path of a RESULTS.md) put in its section ``section`` (:func:`replace_section`); returns the text."""
+    table = header + "\n".join(rows) + "\n"
+    print(table)
+    if write:
+        replace_section(write, section, table)
+    return table
+
+
+def benchmark_parser(doc: str, section: str, data: str = "builtin:molecules-demo") -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--data`` (a dataset path or ``builtin:<name>``, default
+    ``data``) and ``--write RESULTS_MD`` (replace the ``section`` section of that file); the module
+    docstring ``doc`` is the description. The caller adds its own options."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=data)
+    p.add_argument("--write", metavar="RESULTS_MD", help=f"replace the {section} section of this file")
+    return p

@@ -4,7 +4,6 @@ DataModule setup with statistics, and DataLoader throughput (neighbour lists + c
     python benchmarks/bench_data.py --data data/molecules-demo [--write benchmarks/RESULTS.md]
 """
 
-import argparse
 import platform
 import shutil
 import tempfile
@@ -12,17 +11,15 @@ import time
 from datetime import date
 
 import torch
-from _results import replace_section
+from _results import benchmark_parser, publish_table
 
 from nnip_scale.data import AtomsDataModule, load_or_build, resolve_sources
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/molecules-demo")
+    p = benchmark_parser(__doc__, "bench_data", data="data/molecules-demo")
     p.add_argument("--cutoff", type=float, default=5.0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--write")
     args = p.parse_args()
     cache = tempfile.mkdtemp(prefix="nnip_bench_cache_")
     try:
@@ -56,10 +53,7 @@ def main():
     ]
     header = (f"Machine: {platform.machine()}, {torch.get_num_threads()} threads; date {date.today()}; data `{args.data}`.\n"
               f"Command: `python benchmarks/bench_data.py --data {args.data}`\n\n")
-    table = header + "\n".join(rows) + "\n"
-    print(table)
-    if args.write:
-        replace_section(args.write, "bench_data", table)
+    publish_table(header, rows, args.write, "bench_data")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ measured inside a real run (the one-time FLOP calibration on the first batch rep
     python benchmarks/bench_ledger_overhead.py --data builtin:molecules-demo --steps 300 [--write benchmarks/RESULTS.md]
 """
 
-import argparse
 import functools
 import platform
 import tempfile
@@ -13,7 +12,7 @@ from datetime import date
 
 import lightning as L
 import torch
-from _results import replace_section
+from _results import benchmark_parser, publish_table
 
 from nnip_scale.data import AtomsDataModule
 from nnip_scale.models import MPNN
@@ -52,11 +51,9 @@ class StepTimer(L.Callback):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="builtin:molecules-demo")
+    p = benchmark_parser(__doc__, "ledger_overhead")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--width", type=int, default=64)
-    p.add_argument("--write")
     args = p.parse_args()
     L.seed_everything(0)
     dm = AtomsDataModule(args.data, cutoff=5.0, batch_size=32, val_fraction=0.05, test_fraction=0.0)
@@ -79,10 +76,7 @@ def main():
             f"| one-time FLOP calibration on the first batch | {calibration:.2f} s |"]
     header = (f"Machine: {platform.machine()}, {torch.get_num_threads()} threads; date {date.today()}; data `{args.data}`.\n"
               f"Command: `python benchmarks/bench_ledger_overhead.py --data {args.data} --steps {args.steps}`\n\n")
-    table = header + "\n".join(rows) + "\n"
-    print(table)
-    if args.write:
-        replace_section(args.write, "ledger_overhead", table)
+    publish_table(header, rows, args.write, "ledger_overhead")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,12 @@ validation force MAE after a fixed number of AdamW steps, from the same seed.
     python benchmarks/compare_force_heads.py --data builtin:molecules-demo --steps 600 [--write benchmarks/RESULTS.md]
 """
 
-import argparse
 import platform
 import time
 from datetime import date
 
 import torch
-from _results import replace_section
+from _results import benchmark_parser, publish_table
 
 from nnip_scale.data import AtomsDataModule
 from nnip_scale.models import MPNN
@@ -47,14 +46,12 @@ def run(dm, variant: dict, steps: int, lr: float, width: int, seed: int) -> dict
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="builtin:molecules-demo")
+    p = benchmark_parser(__doc__, "force_heads")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write", help="markdown file whose force-heads section is replaced with the table")
     args = p.parse_args()
     dm = AtomsDataModule(train=args.data, cutoff=5.0, val_fraction=0.05, test_fraction=0.0, batch_size=args.batch_size)
     dm.setup("fit")
@@ -74,10 +71,7 @@ def main():
               f"date {date.today()}; data `{args.data}`; width {args.width}, depth 3, AdamW lr {args.lr}, batch "
               f"{args.batch_size} structures, {args.steps} steps, seed {args.seed}.\n"
               f"Command: `python benchmarks/compare_force_heads.py --data {args.data} --steps {args.steps}`\n\n")
-    table = header + "\n".join(rows) + "\n"
-    print(table)
-    if args.write:
-        replace_section(args.write, "force_heads", table)
+    publish_table(header, rows, args.write, "force_heads")
 
 
 if __name__ == "__main__":

@@ -63,3 +63,33 @@ def four_molecule_batch():
     rng = np.random.default_rng(0)
     n_atoms = sum(len(m) for m in mols)
     return batch_from_atoms(mols, 4.0, energies=rng.normal(size=4), forces=rng.normal(size=(n_atoms, 3)))
+
+
+@pytest.fixture(scope="session")
+def small_study(emt_dataset):
+    """``small_study(folder, extra_overrides=None, **changes)``: writes ``folder/study.yaml`` and returns its
+    path: a small study on ``emt_dataset("cu", 10, 4, 1)`` (one architecture, the MPNN at widths 8 and 16
+    from base width 8 with lr 0.004; a 40-atom budget; seed 0; the CPU trainer config; cutoff 3 Å, 20 %
+    validation, no test split, the data cache under ``folder``). ``changes`` replace top-level keys
+    (``overrides`` whole); ``extra_overrides`` are added to the overrides."""
+    import yaml
+
+    dataset = emt_dataset("cu", groups=10, per_group=4, seed=1)
+
+    def write(folder: Path, extra_overrides: dict | None = None, **changes) -> Path:
+        cfg = {
+            "name": "t", "base_configs": ["configs/trainer/cpu.yaml"],
+            "architectures": {"mpnn": {"config": "configs/model/mpnn.yaml", "base_width": 8, "lr": 0.004,
+                                       "widths": [8, 16]}},
+            "data": {"atoms": [40]}, "seeds": [0],
+            "overrides": {"data.train": str(dataset), "data.cutoff": 3.0, "data.val_fraction": 0.2,
+                          "data.test_fraction": 0.0, "data.cache_dir": str(folder / "cache"),
+                          "model.backbone.init_args.cutoff": 3.0},
+            **changes,
+        }
+        cfg["overrides"] = {**cfg["overrides"], **(extra_overrides or {})}
+        path = folder / "study.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return write

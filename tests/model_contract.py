@@ -39,8 +39,8 @@ entry's ``extra_systems()``):
 
 Optional class attributes: ``stress`` (False: no stress case), ``train_flops_per_forward``,
 ``flops_affine``; methods ``extra_systems()`` and ``fd_systems()`` add model-specific geometry.
-Model files reuse ``check_symmetry``, ``check_broken``, ``standard_systems``, ``transformed`` and
-``assert_rel_close`` for their own configurations.
+Model files reuse ``check_symmetry``, ``check_broken``, ``check_conservative``, ``standard_systems``,
+``transformed`` and ``assert_rel_close`` for their own configurations.
 
 Tolerances: fp64 rounding is ~1e-16 relative; the models are exact in exact arithmetic, so 1e-10
 relative to the largest value leaves 10⁴–10⁶ of headroom for the summation-order differences
@@ -165,6 +165,36 @@ def drop_pair(batch: dict, a: int, b: int) -> dict:
     keep = ~(((ei[0] == a) & (ei[1] == b)) | ((ei[0] == b) & (ei[1] == a)))
     return dict(batch, edge_index=ei[:, keep], edge_shift=batch["edge_shift"][keep], n_edges=int(keep.sum()))
 
+
+def check_conservative(model, atoms: Atoms, probes, cutoff: float, h: float = 1e-5) -> None:
+    """A conservative model's forces are a gradient: at each probed (atom, component) F = −∂E/∂r by
+    central differences (1e-7 relative, as the contract's finite-difference test), and the
+    finite-difference Hessian −∂F_a/∂r_b over the probed coordinates is symmetric (1e-6 of its
+    largest entry, which must exceed 1e-3). For model files whose own configurations need it."""
+
+    @torch.no_grad()  # evaluation: forces without a graph
+    def run(m: Atoms) -> dict:
+        return model(batch_from_atoms([m], cutoff))
+
+    def displaced(atom: int, comp: int, step: float) -> Atoms:
+        m = atoms.copy()
+        m.positions[atom, comp] += step
+        return m
+
+    f = run(atoms)["forces"].numpy()
+    hess = {}
+    for atom, comp in probes:
+        plus, minus = run(displaced(atom, comp, h)), run(displaced(atom, comp, -h))
+        fd = -(float(plus["energy"][0]) - float(minus["energy"][0])) / (2 * h)
+        assert abs(fd - f[atom, comp]) < 1e-7 * max(1.0, abs(fd)), (atom, comp, fd, f[atom, comp])
+        diff = (plus["forces"].numpy() - minus["forces"].numpy()) / (2 * h)
+        for other, comp2 in probes:
+            hess[(atom, comp), (other, comp2)] = -diff[other, comp2]
+    scale = max(abs(v) for v in hess.values())
+    assert scale > 1e-3
+    for a in probes:
+        for b in probes:
+            assert abs(hess[a, b] - hess[b, a]) < 1e-6 * scale, (a, b, hess[a, b], hess[b, a])
 
 def _backend_param(name: str):
     from nnip_scale.ops import available_backends

@@ -240,6 +240,16 @@ def slopes(cls, batch, mup, widths=WIDTHS, base=32):
             for k in rows[0][0]}
 
 
+def check_coordinates(cls, batch, bound, sp_dh, sp_dout, widths=WIDTHS, base=32):
+    """The coordinate check of one model: with μP every scale's |slope| < ``bound``; with the standard
+    parametrisation the updates grow, Δh's slope > ``sp_dh`` and Δout's > ``sp_dout``."""
+    mu = slopes(cls, batch, mup=True, widths=widths, base=base)
+    sp = slopes(cls, batch, mup=False, widths=widths, base=base)
+    for k in ("h", "dh", "dout"):
+        assert abs(mu[k]) < bound, (k, mu)
+    assert sp["dh"] > sp_dh and sp["dout"] > sp_dout, sp
+
+
 @pytest.mark.parametrize("cls", [MPNN, MCEGNN])
 def test_coordinate_check(cls, batch):
     """μP: hidden features and the updates of hidden features and of the energy-head output keep
@@ -248,10 +258,7 @@ def test_coordinate_check(cls, batch):
     Adam LR: the updates grow with width (Adam moves every entry of a hidden matrix by ~η, so
     ΔW·x ∝ fan_in: slope → 1; measured ≈ 0.65 for Δh and ≈ 1.1 for Δout), so the test fails if μP
     is switched off."""
-    mu, sp = slopes(cls, batch, mup=True), slopes(cls, batch, mup=False)
-    for k in ("h", "dh", "dout"):
-        assert abs(mu[k]) < 0.1, (k, mu)
-    assert sp["dout"] > 0.7 and sp["dh"] > 0.4, sp
+    check_coordinates(cls, batch, 0.1, sp_dh=0.4, sp_dout=0.7)
 
 
 def test_coordinate_check_esen(batch):
@@ -260,11 +267,7 @@ def test_coordinate_check_esen(batch):
     0.15 is looser than the MPNN/EGNN's because its Δout slope sits near −0.1."""
     from nnip_scale.models import ESEN
 
-    widths = (8, 16, 32, 64)
-    mu, sp = slopes(ESEN, batch, mup=True, widths=widths, base=16), slopes(ESEN, batch, mup=False, widths=widths, base=16)
-    for k in ("h", "dh", "dout"):
-        assert abs(mu[k]) < 0.15, (k, mu)
-    assert sp["dh"] > 0.4 and sp["dout"] > 0.3, sp
+    check_coordinates(ESEN, batch, 0.15, sp_dh=0.4, sp_dout=0.3, widths=(8, 16, 32, 64), base=16)
 
 
 def test_coordinate_check_mace(batch):
@@ -278,11 +281,7 @@ def test_coordinate_check_mace(batch):
     on a 20-atom batch is ±20–30 % per width, hence the bound 0.25 (SP exceeds it 4–7×)."""
     from nnip_scale.models import MACE
 
-    widths = (32, 64, 128, 256)
-    mu, sp = slopes(MACE, batch, mup=True, widths=widths, base=64), slopes(MACE, batch, mup=False, widths=widths, base=64)
-    for k in ("h", "dh", "dout"):
-        assert abs(mu[k]) < 0.25, (k, mu)
-    assert sp["dh"] > 0.6 and sp["dout"] > 1.0, sp
+    check_coordinates(MACE, batch, 0.25, sp_dh=0.6, sp_dout=1.0, widths=(32, 64, 128, 256), base=64)
 
 
 def test_lr_sweep_tool_reads_any_model_config(tmp_path):

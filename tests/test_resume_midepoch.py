@@ -6,6 +6,7 @@ import json
 import lightning as L
 import pytest
 from _emt_data import write_cu_emt  # tests/_emt_data.py
+from cli_utils import data_args, trainer_args
 
 from nnip_scale.cli import build_cli
 
@@ -32,11 +33,8 @@ def fit(data, root, record, *extra):
         "--model.backbone.class_path", "nnip_scale.models.MPNN",
         "--model.backbone.init_args.width", "8", "--model.backbone.init_args.depth", "1",
         "--model.backbone.init_args.cutoff", "3.0",
-        "--data.train", str(data), "--data.cutoff", "3.0", "--data.batch_size", "6",
-        "--data.val_fraction", "0.25", "--data.test_fraction", "0.0", "--data.cache_dir", str(root / "cache"),
-        "--trainer.val_check_interval", "4", "--trainer.check_val_every_n_epoch", "null",
-        "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-        "--trainer.logger.init_args.save_dir", str(root / "runs"),
+        *data_args(data, root, cutoff=3.0, val_fraction=0.25, batch_size=6),
+        *trainer_args(root, val_every=4), "--trainer.limit_val_batches", "1",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         f"--trainer.callbacks.dirpath={root / 'ckpt'}", "--trainer.callbacks.save_last=true",
         "--trainer.callbacks+=test_resume_midepoch.RecordBatches", f"--trainer.callbacks.path={record}",

@@ -5,8 +5,6 @@ scripts address runs by id and survive the time limit, --devices never trains on
 from pathlib import Path
 
 import pytest
-import yaml
-from _emt_data import write_cu_emt  # tests/_emt_data.py
 
 from nnip_scale.study import StudyError, load_study
 from nnip_scale.study.cli import main as study_main
@@ -16,57 +14,32 @@ from nnip_scale.study.slurm import sbatch_script
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_cu_emt(tmp_path_factory.mktemp("study_cli") / "cu.extxyz", groups=10, per_group=4, seed=1)
-
-
-def write(tmp_path, dataset, **changes):
-    cfg = {
-        "name": "t", "base_configs": ["configs/trainer/cpu.yaml"],
-        "architectures": {"mpnn": {"config": "configs/model/mpnn.yaml", "base_width": 8, "lr": 0.004, "widths": [8, 16]}},
-        "data": {"atoms": [40]}, "seeds": [0],
-        "overrides": {"data.train": str(dataset), "data.cutoff": 3.0, "data.val_fraction": 0.2, "data.test_fraction": 0.0,
-                      "data.cache_dir": str(tmp_path / "cache"), "model.backbone.init_args.cutoff": 3.0},
-    }
-    for key, value in changes.items():
-        section, _, sub = key.partition("__")
-        if sub:
-            cfg[section][sub] = value
-        else:
-            cfg[section] = value
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def test_unknown_keys_are_refused_with_a_suggestion(tmp_path, data, monkeypatch):
+def test_unknown_keys_are_refused_with_a_suggestion(tmp_path, small_study, monkeypatch):
     monkeypatch.chdir(REPO)
     with pytest.raises(StudyError, match=r"study.yaml: unknown key 'seed': did you mean 'seeds'\?"):
-        load_study(write(tmp_path, data, seed=[0]))
+        load_study(small_study(tmp_path, seed=[0]))
     with pytest.raises(StudyError, match=r"study.yaml: unknown key 'data.atom': did you mean 'atoms'\?"):
-        load_study(write(tmp_path, data, data={"atoms": [40], "atom": 3}))
+        load_study(small_study(tmp_path, data={"atoms": [40], "atom": 3}))
     bad_arch = {"mpnn": {"config": "configs/model/mpnn.yaml", "base_width": 8, "lr": 0.004, "widths": [8], "widht": 3}}
     with pytest.raises(StudyError, match=r"unknown key 'architectures.mpnn.widht': did you mean 'widths'\?"):
-        load_study(write(tmp_path, data, architectures=bad_arch))
-    study = load_study(write(tmp_path, data))  # no top-level widths: each architecture has its own
+        load_study(small_study(tmp_path, architectures=bad_arch))
+    study = load_study(small_study(tmp_path))  # no top-level widths: each architecture has its own
     assert [r.width for r in study.runs] == [8, 16]
 
 
-def test_overrides_are_dry_parsed_before_any_run(tmp_path, data, monkeypatch, capsys):
+def test_overrides_are_dry_parsed_before_any_run(tmp_path, small_study, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    overrides = {**yaml.safe_load(write(tmp_path, data).read_text())["overrides"], "trainer.max_stepz": 3}
-    study = load_study(write(tmp_path, data, overrides=overrides), tmp_path / "out")
+    study = load_study(small_study(tmp_path, extra_overrides={"trainer.max_stepz": 3}), tmp_path / "out")
     with pytest.raises(StudyError, match=r"the runs of 'mpnn' would fail: unrecognized arguments: "
                                          r"--trainer.max_stepz=3 .*did you mean 'trainer.max_steps'"):
         check_run_args(study, log=lambda *_: None)
     assert not (tmp_path / "out").exists()  # nothing was trained or written
-    check_run_args(load_study(write(tmp_path, data), tmp_path / "out"), log=lambda *_: None)
+    check_run_args(load_study(small_study(tmp_path), tmp_path / "out"), log=lambda *_: None)
 
 
-def test_slurm_script_addresses_runs_by_id_and_requeues(tmp_path, data, monkeypatch):
+def test_slurm_script_addresses_runs_by_id_and_requeues(tmp_path, small_study, monkeypatch):
     monkeypatch.chdir(REPO)
-    study = load_study(write(tmp_path, data), tmp_path / "out")
+    study = load_study(small_study(tmp_path), tmp_path / "out")
     text = sbatch_script(study, str(tmp_path / "study.yaml"), gpus_per_node=2, cpus_per_task=6, signal_seconds=90)
     assert "#SBATCH --array=0-1" in text and "#SBATCH --cpus-per-task=6" in text
     assert "#SBATCH --signal=SIGUSR1@90" in text and "#SBATCH --requeue" in text
@@ -79,12 +52,12 @@ def test_slurm_script_addresses_runs_by_id_and_requeues(tmp_path, data, monkeypa
     assert big.accelerator == "gpu" and len(big.runs) == 120
 
 
-def test_resume_takes_the_newest_checkpoint(tmp_path, data, monkeypatch):
+def test_resume_takes_the_newest_checkpoint(tmp_path, small_study, monkeypatch):
     import os
     import time
 
     monkeypatch.chdir(REPO)
-    run = load_study(write(tmp_path, data), tmp_path / "out").runs[0]
+    run = load_study(small_study(tmp_path), tmp_path / "out").runs[0]
     (run.folder / "checkpoints").mkdir(parents=True)
     last = run.folder / "checkpoints" / "last.ckpt"
     last.write_bytes(b"x")
@@ -98,11 +71,11 @@ def test_resume_takes_the_newest_checkpoint(tmp_path, data, monkeypatch):
     assert "--trainer.accelerator=gpu" in run_args(run, devices=1, gpu=True)
 
 
-def test_devices_without_a_gpu_and_the_plan_columns(tmp_path, data, monkeypatch, capsys):
+def test_devices_without_a_gpu_and_the_plan_columns(tmp_path, small_study, monkeypatch, capsys):
     import torch
 
     monkeypatch.chdir(REPO)
-    path = write(tmp_path, data)
+    path = small_study(tmp_path)
     if not torch.cuda.is_available():
         assert study_main(["--config", str(path), "--output", str(tmp_path / "o"), "--devices", "0", "1"]) == 2
         assert "--devices 0 1 hands out GPUs, but no CUDA GPU is visible here" in capsys.readouterr().err

@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from _emt_data import write_cu_emt  # tests/_emt_data.py
 
 from nnip_scale.study import estimate as estimate_mod
 from nnip_scale.study import load_study
@@ -17,29 +15,15 @@ from nnip_scale.study.runner import ledger_rows, run_args
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_cu_emt(tmp_path_factory.mktemp("study_estimate") / "cu.extxyz", groups=10, per_group=4, seed=1)
-
-
-def write(tmp_path, dataset, **changes):
+def write(small_study, tmp_path, extra_overrides=None, **changes):
     """One architecture at two widths × two budgets × two seeds: 8 runs, 2 models to probe."""
-    cfg = {
-        "name": "est", "base_configs": ["configs/trainer/cpu.yaml"],
-        "architectures": {"mpnn": {"config": "configs/model/mpnn.yaml", "base_width": 8, "lr": 0.004, "widths": [8, 16]}},
-        "data": {"atoms": [40, 80]}, "seeds": [0, 1], "validations_per_epoch": 2,
-        "overrides": {"data.train": str(dataset), "data.cutoff": 3.0, "data.val_fraction": 0.2, "data.test_fraction": 0.0,
-                      "data.batch_size": 4, "data.num_workers": 0, "data.cache_dir": str(tmp_path / "cache"),
-                      "model.backbone.init_args.cutoff": 3.0, "trainer.enable_progress_bar": False},
-        "run": {"parallel": 2},  # 1 thread per run (and per probe) on 2 cores
-        **changes,
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    cfg = {"name": "est", "data": {"atoms": [40, 80]}, "seeds": [0, 1], "validations_per_epoch": 2,
+           "run": {"parallel": 2}}  # 1 thread per run (and per probe) on 2 cores
+    extra = {"data.batch_size": 4, "data.num_workers": 0, "trainer.enable_progress_bar": False}
+    return small_study(tmp_path, extra_overrides={**extra, **(extra_overrides or {})}, **{**cfg, **changes})
 
 
-def test_estimate_matches_a_real_run_and_probes_each_model_once(tmp_path, data, monkeypatch, capsys):
+def test_estimate_matches_a_real_run_and_probes_each_model_once(tmp_path, small_study, monkeypatch, capsys):
     from nnip_scale.cli import main as cli_main
 
     monkeypatch.chdir(REPO)
@@ -52,7 +36,7 @@ def test_estimate_matches_a_real_run_and_probes_each_model_once(tmp_path, data, 
         return real_probe(est, run)
 
     monkeypatch.setattr(estimate_mod, "probe_model", counting_probe)
-    path, out = write(tmp_path, data), tmp_path / "out"
+    path, out = write(small_study, tmp_path), tmp_path / "out"
     assert study_main(["--config", str(path), "--output", str(out), "--estimate", "--probe-steps", "2"]) == 0
     assert probed == [("mpnn", 8), ("mpnn", 16)]  # 8 runs, one probe per (architecture, width)
     assert sorted(p.name for p in out.iterdir()) == ["plan.json"]  # the probe wrote nothing into the runs' folders
@@ -94,11 +78,11 @@ def test_estimate_matches_a_real_run_and_probes_each_model_once(tmp_path, data, 
     assert est["n_params"] == measured["n_params"]
 
 
-def test_flops_only_and_clear_errors(tmp_path, data, monkeypatch, capsys):
+def test_flops_only_and_clear_errors(tmp_path, small_study, monkeypatch, capsys):
     import torch
 
     monkeypatch.chdir(REPO)
-    path, out = write(tmp_path, data, data={"atoms": [40]}, seeds=[0]), tmp_path / "out"
+    path, out = write(small_study, tmp_path, data={"atoms": [40]}, seeds=[0]), tmp_path / "out"
     assert study_main(["--config", str(path), "--output", str(out), "--plan", "--estimate", "--no-probe"]) == 0
     text = capsys.readouterr().out
     plan = json.loads((out / "plan.json").read_text())
@@ -108,13 +92,12 @@ def test_flops_only_and_clear_errors(tmp_path, data, monkeypatch, capsys):
     assert study_main(["--config", str(path), "--output", str(out), "--estimate", "--probe-steps", "0"]) == 2
     assert capsys.readouterr().err.strip() == "nnip-scale study: error: --probe-steps must be >= 1"
     if not torch.cuda.is_available():  # a GPU study cannot be timed here: said in one line, FLOPs still on offer
-        gpu = write(tmp_path, data, base_configs=["configs/trainer/gpu.yaml"])
+        gpu = write(small_study, tmp_path, base_configs=["configs/trainer/gpu.yaml"])
         assert study_main(["--config", str(gpu), "--output", str(out), "--estimate"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "no CUDA GPU is visible here" in err[0] and "--no-probe" in err[0]
     # a model that cannot be built: one line naming the architecture and the key
-    bad = write(tmp_path, data, overrides={**yaml.safe_load(path.read_text())["overrides"],
-                                           "model.backbone.init_args.widht": 3})
+    bad = write(small_study, tmp_path, extra_overrides={"model.backbone.init_args.widht": 3})
     assert study_main(["--config", str(bad), "--output", str(out), "--estimate", "--no-probe"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "estimate: the runs of 'mpnn' at width 8 would fail" in err[0]

@@ -9,6 +9,7 @@ import torch
 from _emt_data import write_emt_molecules
 from ase.build import bulk
 from batch_utils import FakeStats, batch_from_atoms
+from cli_utils import data_args, trainer_args
 from scipy import stats
 
 from nnip_scale.models import MCEGNN, MPNN
@@ -150,13 +151,8 @@ def test_cli_symmetry_options_round_trip(emt_molecules, tmp_path):
             "--model.backbone.class_path", "nnip_scale.models.MPNN",
             "--model.backbone.init_args.width", "16", "--model.backbone.init_args.depth", "1",
             "--model.backbone.init_args.cutoff", "4.0",
-            "--data.train", str(emt_molecules), "--data.cutoff", "4.0", "--data.batch_size", "6",
-            "--data.val_fraction", "0.2", "--data.test_fraction", "0.0",
-            "--data.cache_dir", str(tmp_path / "cache"),
-            "--trainer.accelerator", "cpu", "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
-            "--trainer.check_val_every_n_epoch", "null", "--trainer.enable_progress_bar", "false",
-            "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path / name),
-            "--trainer.logger.init_args.save_dir", str(tmp_path / name),
+            *data_args(emt_molecules, tmp_path, cutoff=4.0, val_fraction=0.2, batch_size=6),
+            *trainer_args(tmp_path / name, val_every=4, log_every=1), "--trainer.max_steps", "4",
             *extra,
         ]
         cli = build_cli(args)

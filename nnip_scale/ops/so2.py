@@ -198,26 +198,23 @@ def _native_limit(compact: bool = True, components: int = 0) -> str | None:
     return None
 
 
-register_op(
-    OpSpec(
-        "so2_rotate_in",
-        impls={"torch": _rotate_in_torch, "native": rotate_in_native},
+def _rotation_spec(name: str, torch_impl, native_impl, flops) -> OpSpec:
+    """The spec of a rotation op: both rotations share one native policy (CPU kernels for
+    ``NATIVE_DTYPES``, the limits of :func:`_native_limit`, no pyg/cueq kernels)."""
+    return OpSpec(
+        name,
+        impls={"torch": torch_impl, "native": native_impl},
         native_dtypes={"cpu": NATIVE_DTYPES},
         fallback=_ROTATE_FALLBACK,
-        flops=rotate_in_flops,
+        flops=flops,
         limits={"native": _native_limit},
     )
-)
+
+
+register_op(_rotation_spec("so2_rotate_in", _rotate_in_torch, rotate_in_native, rotate_in_flops))
 register_op(OpSpec("so2_conv", impls={"torch": _so2_conv_torch}, fallback=_FALLBACK, flops=so2_conv_flops))
 register_op(
-    OpSpec(
-        "so2_rotate_out_scatter",
-        impls={"torch": _rotate_out_scatter_torch, "native": rotate_out_scatter_native},
-        native_dtypes={"cpu": NATIVE_DTYPES},
-        fallback=_ROTATE_FALLBACK,
-        flops=rotate_out_scatter_flops,
-        limits={"native": _native_limit},
-    )
+    _rotation_spec("so2_rotate_out_scatter", _rotate_out_scatter_torch, rotate_out_scatter_native, rotate_out_scatter_flops)
 )
 
 

@@ -116,6 +116,22 @@ def _ci(entry, key):
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
+def _log_log(ax, x, y, **labels):
+    """Log-log axes with readable ticks for the data ``x``, ``y`` and a light grid; ``labels`` go to
+    ``ax.set`` (xlabel, ylabel, title, limits)."""
+    ax.set(xscale="log", yscale="log", **labels)
+    readable_log_axis(ax, "x", x)
+    readable_log_axis(ax, "y", y)
+    ax.grid(True, which="both", alpha=0.25)
+
+
+def _arch_rows(fits, ncols, width, row_height):
+    """A figure with one row of ``ncols`` axes per architecture of ``fits``: (figure, [(row, arch)])."""
+    archs = list(fits)
+    fig, axes = _plt().subplots(len(archs), ncols, figsize=(width, row_height * len(archs)), squeeze=False)
+    return fig, list(zip(axes, archs))
+
+
 def _levels(values, k=4):
     """Up to k representative values: the distinct ones, or log-spaced quantiles."""
     u = np.unique(values)
@@ -155,11 +171,8 @@ def frontier_figure(pts, fits, law, path):
             ax.plot([], [], color=colour, label=f"{arch}: {law} not fitted")
         drawn = True
     kind = "FLOPs" if law == "L_C" else "device-time"
-    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="validation loss",
-           title=f"{kind}-optimal frontier" + (f" and fitted {law.replace('_', '(')})" if fitted else ""))
-    readable_log_axis(ax, "x", pts[col][shown])
-    readable_log_axis(ax, "y", pts["loss"][shown])
-    ax.grid(True, which="both", alpha=0.25)
+    _log_log(ax, pts[col][shown], pts["loss"][shown], xlabel=xlabel, ylabel="validation loss",
+             title=f"{kind}-optimal frontier" + (f" and fitted {law.replace('_', '(')})" if fitted else ""))
     if drawn:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -168,9 +181,8 @@ def frontier_figure(pts, fits, law, path):
 
 def lnd_figure(pts, fits, path):
     plt = _plt()
-    archs = list(fits)
-    fig, axes = plt.subplots(len(archs), 2, figsize=(10, 3.6 * len(archs)), squeeze=False)
-    for row, arch in zip(axes, archs):
+    fig, rows = _arch_rows(fits, 2, 10, 3.6)
+    for row, arch in rows:
         m = pts["arch"] == arch
         N, D, L = pts["N"][m], pts["D"][m], pts["loss"][m]
         e = fits[arch].get("L_ND", {})
@@ -189,10 +201,7 @@ def lnd_figure(pts, fits, path):
                 for level in _levels(c[ok]):
                     y = predict_lnd(e, xs, level) if x is N else predict_lnd(e, level, xs)
                     ax.plot(xs, y, color=cmap(norm(np.log10(level))), lw=1.2)
-            ax.set(xscale="log", yscale="log", xlabel=xl, ylabel="validation loss")
-            readable_log_axis(ax, "x", x[ok])
-            readable_log_axis(ax, "y", L[ok])
-            ax.grid(True, which="both", alpha=0.25)
+            _log_log(ax, x[ok], L[ok], xlabel=xl, ylabel="validation loss")
         flagged = {f.get("quantity") for f in e.get("flags", [])} if _ok(e) else set()
         title = (f"{arch}: α={e['alpha']:.3f}{_ci(e, 'alpha')}{' ⚠' if 'alpha' in flagged else ''}, "
                  f"β={e['beta']:.3f}{_ci(e, 'beta')}{' ⚠' if 'beta' in flagged else ''}"
@@ -203,10 +212,8 @@ def lnd_figure(pts, fits, path):
 
 
 def residual_figure(pts, fits, path):
-    plt = _plt()
-    archs = list(fits)
-    fig, axes = plt.subplots(len(archs), 3, figsize=(13, 3.2 * len(archs)), squeeze=False)
-    for row, arch in zip(axes, archs):
+    fig, rows = _arch_rows(fits, 3, 13, 3.2)
+    for row, arch in rows:
         m = pts["arch"] == arch
         fit = fits[arch]
         e = fit.get("L_ND", {})
@@ -295,12 +302,9 @@ def holdout_figure(fits, path):
             ax.scatter([], [], s=14, color="0.5", alpha=0.4, lw=0,
                        label="faint: " + ("fitted runs' final losses" if law == "L_ND" else "fitted frontier points")
                        + " (in-sample)")
-        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured final validation loss",
-               ylabel="predicted from the runs below the cut")
+        _log_log(ax, v, v, xlim=(lo, hi), ylim=(lo, hi), xlabel="measured final validation loss",
+                 ylabel="predicted from the runs below the cut")
         ax.set_title(f"{_LAW_TITLE[law]} (holdout {spec})", fontsize=9)
-        readable_log_axis(ax, "x", v)
-        readable_log_axis(ax, "y", v)
-        ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7, loc="upper left")
     fig.text(0.5, 0.01, "thick bar: the law's 95 % bootstrap interval; thin bar with caps: 95 % for one run (with the "
              "fitted points' scatter); filled marker: measurement inside the one-run interval, open: outside, "
