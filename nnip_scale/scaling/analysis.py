@@ -28,6 +28,8 @@ import warnings
 
 import numpy as np
 
+from nnip_scale.envvars import environment
+
 from .io import ScalingInputError, require, subset
 from .laws import EXP_BOUNDS, allocation, fit_lnd, fit_loglog, fit_power, predict_power
 
@@ -474,18 +476,9 @@ def fit_all(pts, workers=None, emit=True, holdout=None, **kw):
 
         # one BLAS thread per worker: the fits are many small problems, and threaded BLAS in every
         # worker only oversubscribes the cores (the children read these at their numpy import)
-        keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-        saved = {k: os.environ.get(k) for k in keys}
-        os.environ.update({k: "1" for k in keys})
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                result = dict(zip(archs, pool.map(_fit_one, jobs)))
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        with environment(one_thread), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            result = dict(zip(archs, pool.map(_fit_one, jobs)))
     else:
         result = dict(zip(archs, map(_fit_one, jobs)))
     if emit:

@@ -13,12 +13,13 @@ import json
 import os
 import pathlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from nnip_scale import atomic_io
+from nnip_scale.envvars import environment
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_STACKSIZE")
 
@@ -98,19 +99,11 @@ def run_tasks(worker: Callable[[tuple], dict], tasks: list[Task], out_dir: pathl
             # loaded an OpenMP runtime with more threads (torch), which would change label bits.
             import multiprocessing as mp
 
-            saved = {k: os.environ.get(k) for k in THREAD_VARS}
-            os.environ.update(single_thread_env())  # inherited by spawned children before any import
-            try:
-                with mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
-                    # Tasks come sorted by decreasing cost, which keeps the pool busy to the end.
-                    for _ in pool.imap_unordered(worker, [(t, out_dir) for t in todo], chunksize=1):
-                        bar.update(1)
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+            # inherited by spawned children before any import
+            with environment(single_thread_env()), mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
+                # Tasks come sorted by decreasing cost, which keeps the pool busy to the end.
+                for _ in pool.imap_unordered(worker, [(t, out_dir) for t in todo], chunksize=1):
+                    bar.update(1)
     finally:
         bar.close()
     return [json.loads((out_dir / "meta" / (t.filename + ".json")).read_text()) for t in tasks]
