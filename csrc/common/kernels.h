@@ -14,8 +14,9 @@
 //  * Deterministic, no float atomics: every output row is written by one thread (CPU) or by one
 //    thread per channel (CUDA). Where a row sums contributions of many inputs (edges onto a receiver,
 //    atoms onto an element's weights), the inputs are grouped by destination first (sort_by_key: a
-//    stable counting sort on CPU, a stable device sort on CUDA) and summed in their original order,
-//    so a result never depends on the number of threads or the schedule.
+//    stable counting sort on CPU; group_by_key in common/cuda_glue.h: a stable device sort on CUDA)
+//    and summed in their original order, so a result never depends on the number of threads or the
+//    schedule.
 //  * Sparse tables (index and coefficient tensors built by the Python plan) are one struct of raw
 //    pointers per family, shared by its CPU and CUDA kernels (<family>/tables.h), with a host-side
 //    validator that the CPU glue calls on every call (the CUDA glue cannot without a host sync).

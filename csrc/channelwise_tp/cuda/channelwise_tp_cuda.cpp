@@ -25,15 +25,6 @@ using checks::check_launch;
 constexpr const char* kLaunchHint =
     " (cudaErrorInvalidValue: the Clebsch–Gordan tables have too many pairs for the shared-memory layout)";
 
-// The edges grouped by `key` on the device: (ptr [n + 1], order [E]), order stable (increasing edge id
-// within a key); keys outside [0, n) fall outside every segment.
-std::tuple<at::Tensor, at::Tensor> group_edges(const at::Tensor& key, int64_t n) {
-  at::Tensor sorted, order;
-  std::tie(sorted, order) = at::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  auto ptr = at::searchsorted(sorted, at::arange(n + 1, key.options()));  // first position with sorted >= k
-  return {ptr, order};
-}
-
 at::Tensor channelwise_tp_scatter_cuda(const at::Tensor& weights, const at::Tensor& x, const at::Tensor& sh,
                                        const at::Tensor& sender, const at::Tensor& receiver, int64_t n_atoms,
                                        const at::Tensor& path_of_k, const at::Tensor& pair_ptr,
@@ -49,7 +40,7 @@ at::Tensor channelwise_tp_scatter_cuda(const at::Tensor& weights, const at::Tens
   if (out.numel() == 0) return out;
   auto snd = sender.contiguous(), rcv = receiver.contiguous();
   at::Tensor ptr, order;
-  std::tie(ptr, order) = group_edges(rcv, n_atoms);
+  std::tie(ptr, order) = group_by_key(rcv, n_atoms);
   auto w = weights.contiguous(), xs = x.contiguous(), s = sh.contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   dispatch_float(kFwd, x.scalar_type(), [&](auto tag) {
@@ -83,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channelwise_tp_scatter_backward_c
   }
   auto snd = sender.contiguous(), rcv = receiver.contiguous();
   at::Tensor ptr, order;
-  if (need_weights || need_x) std::tie(ptr, order) = group_edges(snd, A);
+  if (need_weights || need_x) std::tie(ptr, order) = group_by_key(snd, A);
   auto g = grad_out.contiguous(), w = weights.contiguous(), xs = x.contiguous(), s = sh.contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   dispatch_float(kBwd, x.scalar_type(), [&](auto tag) {

@@ -30,6 +30,8 @@
 #include <omp.h>
 #endif
 
+#include "common/kernels.h"
+
 namespace nnip_scale {
 namespace so2 {
 
@@ -53,44 +55,17 @@ inline const char* check_rows(const BlockRows& b, int64_t NB, int64_t K) {
   return nullptr;
 }
 
-// Stable counting sort of E keys in [0, n) (validated by the caller): ptr [n + 1] gets the segment
-// offsets, order [E] the ids grouped by key, increasing within a key.
-inline void sort_by_key(const int64_t* key, int64_t E, int64_t n, int64_t* ptr, int64_t* order) {
-  std::fill(ptr, ptr + n + 1, int64_t{0});
-  for (int64_t e = 0; e < E; ++e) ++ptr[key[e] + 1];
-  for (int64_t i = 0; i < n; ++i) ptr[i + 1] += ptr[i];
-  std::vector<int64_t> next(ptr, ptr + n);
-  for (int64_t e = 0; e < E; ++e) order[next[key[e]]++] = e;
-}
-
-// Software prefetch of n values from p: the scatter visits edges grouped by atom, an order the
-// hardware prefetcher cannot guess (the sender half of rotate-in's grad_x is a random gather).
-template <typename T>
-inline void prefetch_row(const T* p, int64_t n) {
-#if defined(__GNUC__) || defined(__clang__)
-  const char* c = reinterpret_cast<const char*>(p);
-  const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
-  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, 3);
-#else
-  (void)p;
-  (void)n;
-#endif
-}
-
-// Edges ahead of the current one whose rows are prefetched.
-constexpr int64_t kPrefetchDistance = 2;
+// The shared CPU helpers of csrc/common/kernels.h: the stable counting sort that groups the edges of an
+// atom for the scatter (sort_by_key), the software prefetch of the rows it visits in that order, an
+// order the hardware prefetcher cannot guess (prefetch_row, kPrefetchDistance edges ahead), and the
+// channel block width CB (64 bytes: the accumulators stay in registers) plus a remainder.
+using cpu::channel_block;
+using cpu::kPrefetchDistance;
+using cpu::prefetch_row;
+using cpu::sort_by_key;
 
 // Serial below ~16k multiply-adds (starting the team costs more than the work).
-inline int effective_threads(int n_threads, int64_t work) {
-  if (n_threads < 1 || work < 16384) return 1;
-  return n_threads;
-}
-
-// Channels in blocks of CB (64 bytes: the accumulators stay in registers) plus a remainder.
-template <typename T>
-constexpr int64_t channel_block() {
-  return static_cast<int64_t>(64 / sizeof(T));
-}
+inline int effective_threads(int n_threads, int64_t work) { return cpu::parallel_threads(n_threads, work, 16384); }
 
 // o[0..W) = Σ_j w[j] · xs[j·C + 0..W), j < n (n ≥ 1).
 template <typename T, int64_t CB, bool REM>

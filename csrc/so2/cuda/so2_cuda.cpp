@@ -37,15 +37,6 @@ cuda::SO2RowsDevice device_rows(const Rows& rows) {
   return b;
 }
 
-// The edges grouped by `key` on the device, as the scatter kernel reads them: (ptr [n + 1], order [E]),
-// order stable (increasing edge id within a key); keys outside [0, n) fall outside every segment.
-std::tuple<at::Tensor, at::Tensor> group_edges(const at::Tensor& key, int64_t n) {
-  at::Tensor sorted, order;
-  std::tie(sorted, order) = at::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  auto ptr = at::searchsorted(sorted, at::arange(n + 1, key.options()));  // first position with sorted >= k
-  return {ptr, order};
-}
-
 // ------------------------------------------------------------------------------------- rotate in
 at::Tensor so2_rotate_in_cuda(const at::Tensor& x, const at::Tensor& wigner, const at::Tensor& src,
                               const at::Tensor& dst, const at::Tensor& block_rows) {
@@ -82,8 +73,8 @@ std::tuple<at::Tensor, at::Tensor> so2_rotate_in_backward_cuda(const at::Tensor&
   if (need_x && gx.numel() > 0) {
     // grad_x[a] sums the sender half of a's outgoing edges, then the receiver half of its incoming ones
     at::Tensor ptr_s, order_s, ptr_d, order_d;
-    std::tie(ptr_s, order_s) = group_edges(s, A);
-    std::tie(ptr_d, order_d) = group_edges(d, A);
+    std::tie(ptr_s, order_s) = group_by_key(s, A);
+    std::tie(ptr_d, order_d) = group_by_key(d, A);
     dispatch_float(kInBwd, x.scalar_type(), [&](auto tag) {
       using T = decltype(tag);
       check_launch(cuda::so2_rotate_scatter(g.data_ptr<T>(), w.data_ptr<T>(), ptr_s.data_ptr<int64_t>(),
@@ -114,7 +105,7 @@ at::Tensor so2_rotate_out_scatter_cuda(const at::Tensor& y, const at::Tensor& wi
   auto out = at::empty({dim_size, K, C}, y.options());
   if (out.numel() == 0) return out;
   at::Tensor ptr, order;
-  std::tie(ptr, order) = group_edges(index.contiguous(), dim_size);
+  std::tie(ptr, order) = group_by_key(index.contiguous(), dim_size);
   auto ys = y.contiguous(), w = wigner.contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   dispatch_float(kOut, y.scalar_type(), [&](auto tag) {

@@ -132,14 +132,19 @@ __global__ void so2_wgrad_kernel(const T* __restrict__ y, const T* __restrict__ 
   }
 }
 
+}  // namespace
+
 #ifndef NNIP_CUDA_EMULATION
+namespace {
 inline unsigned blocks_for(int64_t total) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(kMaxBlocks, (total + kThreads - 1) / kThreads)));
 }
+}  // namespace
 
 template <typename T>
-cudaError_t gather(const T* x, const T* w, const int64_t* idx0, const int64_t* idx1, int S, SO2RowsDevice b, T* out,
-                   int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB, cudaStream_t stream) {
+cudaError_t so2_rotate_gather(const T* x, const T* w, const int64_t* idx0, const int64_t* idx1, int S,
+                              SO2RowsDevice b, T* out, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
+                              cudaStream_t stream) {
   const int64_t total = E * b.R * S * C;
   if (total == 0) return cudaSuccess;
   so2_gather_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(x, w, idx0, idx1, S, b, out, E, A, K, C, NB);
@@ -147,9 +152,9 @@ cudaError_t gather(const T* x, const T* w, const int64_t* idx0, const int64_t* i
 }
 
 template <typename T>
-cudaError_t scatter(const T* y, const T* w, const int64_t* ptr0, const int64_t* order0, const int64_t* ptr1,
-                    const int64_t* order1, int S, SO2RowsDevice b, T* out, int64_t N, int64_t K, int64_t C, int64_t NB,
-                    cudaStream_t stream) {
+cudaError_t so2_rotate_scatter(const T* y, const T* w, const int64_t* ptr0, const int64_t* order0,
+                               const int64_t* ptr1, const int64_t* order1, int S, SO2RowsDevice b, T* out, int64_t N,
+                               int64_t K, int64_t C, int64_t NB, cudaStream_t stream) {
   const int64_t total = N * K * C;
   if (total == 0) return cudaSuccess;
   so2_scatter_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(y, w, ptr0, order0, ptr1, order1, S, b, out, N,
@@ -158,34 +163,23 @@ cudaError_t scatter(const T* y, const T* w, const int64_t* ptr0, const int64_t* 
 }
 
 template <typename T>
-cudaError_t wgrad(const T* y, const T* x, const int64_t* idx0, const int64_t* idx1, int S, SO2RowsDevice b, T* gw,
-                  int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB, cudaStream_t stream) {
+cudaError_t so2_wigner_grad(const T* y, const T* x, const int64_t* idx0, const int64_t* idx1, int S,
+                            SO2RowsDevice b, T* gw, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
+                            cudaStream_t stream) {
   const int64_t total = E * NB;
   if (total == 0) return cudaSuccess;
   so2_wgrad_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(y, x, idx0, idx1, S, b, gw, E, A, K, C, NB);
   return cudaGetLastError();
 }
-#endif  // NNIP_CUDA_EMULATION
 
-}  // namespace
-
-#ifndef NNIP_CUDA_EMULATION
-#define NNIP_SO2_INSTANTIATE(T)                                                                                     \
-  cudaError_t so2_rotate_gather(const T* x, const T* w, const int64_t* idx0, const int64_t* idx1, int S,            \
-                                SO2RowsDevice b, T* out, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,    \
-                                cudaStream_t stream) {                                                              \
-    return gather<T>(x, w, idx0, idx1, S, b, out, E, A, K, C, NB, stream);                                          \
-  }                                                                                                                 \
-  cudaError_t so2_rotate_scatter(const T* y, const T* w, const int64_t* ptr0, const int64_t* order0,                \
-                                 const int64_t* ptr1, const int64_t* order1, int S, SO2RowsDevice b, T* out,        \
-                                 int64_t N, int64_t K, int64_t C, int64_t NB, cudaStream_t stream) {                \
-    return scatter<T>(y, w, ptr0, order0, ptr1, order1, S, b, out, N, K, C, NB, stream);                           \
-  }                                                                                                                 \
-  cudaError_t so2_wigner_grad(const T* y, const T* x, const int64_t* idx0, const int64_t* idx1, int S,              \
-                              SO2RowsDevice b, T* gw, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,       \
-                              cudaStream_t stream) {                                                                \
-    return wgrad<T>(y, x, idx0, idx1, S, b, gw, E, A, K, C, NB, stream);                                            \
-  }
+#define NNIP_SO2_INSTANTIATE(T)                                                                                    \
+  template cudaError_t so2_rotate_gather<T>(const T*, const T*, const int64_t*, const int64_t*, int, SO2RowsDevice, \
+                                            T*, int64_t, int64_t, int64_t, int64_t, int64_t, cudaStream_t);         \
+  template cudaError_t so2_rotate_scatter<T>(const T*, const T*, const int64_t*, const int64_t*, const int64_t*,    \
+                                             const int64_t*, int, SO2RowsDevice, T*, int64_t, int64_t, int64_t,     \
+                                             int64_t, cudaStream_t);                                                \
+  template cudaError_t so2_wigner_grad<T>(const T*, const T*, const int64_t*, const int64_t*, int, SO2RowsDevice,   \
+                                          T*, int64_t, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
 NNIP_SO2_INSTANTIATE(float)
 NNIP_SO2_INSTANTIATE(double)
 #undef NNIP_SO2_INSTANTIATE

@@ -35,26 +35,21 @@ struct SO2RowsDevice {
   const int64_t* rows = nullptr;  // [R, 2] (ℓ_r, off_r), device memory
 };
 
+// The launchers, templates over T = float / double (explicitly instantiated in the .cu).
 // out [E, R, S·C] (written entirely); x [A, K, C]; idx1 unused when S == 1.
-cudaError_t so2_rotate_gather(const float* x, const float* w, const int64_t* idx0, const int64_t* idx1, int S,
-                              SO2RowsDevice b, float* out, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
-                              cudaStream_t stream);
-cudaError_t so2_rotate_gather(const double* x, const double* w, const int64_t* idx0, const int64_t* idx1, int S,
-                              SO2RowsDevice b, double* out, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
+template <typename T>
+cudaError_t so2_rotate_gather(const T* x, const T* w, const int64_t* idx0, const int64_t* idx1, int S,
+                              SO2RowsDevice b, T* out, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
                               cudaStream_t stream);
 // out [N, K, C] (written entirely).
-cudaError_t so2_rotate_scatter(const float* y, const float* w, const int64_t* ptr0, const int64_t* order0,
-                               const int64_t* ptr1, const int64_t* order1, int S, SO2RowsDevice b, float* out,
-                               int64_t N, int64_t K, int64_t C, int64_t NB, cudaStream_t stream);
-cudaError_t so2_rotate_scatter(const double* y, const double* w, const int64_t* ptr0, const int64_t* order0,
-                               const int64_t* ptr1, const int64_t* order1, int S, SO2RowsDevice b, double* out,
-                               int64_t N, int64_t K, int64_t C, int64_t NB, cudaStream_t stream);
+template <typename T>
+cudaError_t so2_rotate_scatter(const T* y, const T* w, const int64_t* ptr0, const int64_t* order0,
+                               const int64_t* ptr1, const int64_t* order1, int S, SO2RowsDevice b, T* out, int64_t N,
+                               int64_t K, int64_t C, int64_t NB, cudaStream_t stream);
 // gw [E, NB] (written entirely); y [E, R, S·C], x [A, K, C].
-cudaError_t so2_wigner_grad(const float* y, const float* x, const int64_t* idx0, const int64_t* idx1, int S,
-                            SO2RowsDevice b, float* gw, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
-                            cudaStream_t stream);
-cudaError_t so2_wigner_grad(const double* y, const double* x, const int64_t* idx0, const int64_t* idx1, int S,
-                            SO2RowsDevice b, double* gw, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
+template <typename T>
+cudaError_t so2_wigner_grad(const T* y, const T* x, const int64_t* idx0, const int64_t* idx1, int S,
+                            SO2RowsDevice b, T* gw, int64_t E, int64_t A, int64_t K, int64_t C, int64_t NB,
                             cudaStream_t stream);
 
 }  // namespace cuda

@@ -1,6 +1,7 @@
 // Random problems of the eSEN rotation kernels and their references from the CPU kernels
 // (csrc/so2/cpu/so2_kernels.h), shared by the host-emulated CUDA test (test_so2_cuda_emulated.cpp) and
-// the GPU test (test_cuda_so2_kernels.cpp). Torch-free.
+// the GPU test (test_cuda_so2_kernels.cpp); the CPU kernel test (test_so2_kernels.cpp) uses its
+// block_rows. Torch-free.
 #pragma once
 #include <algorithm>
 #include <cstdint>

@@ -7,30 +7,13 @@
 #include <random>
 #include <vector>
 
-#include "tests/check.h"
 #include "so2/cpu/so2_kernels.h"
+#include "so2/tests/so2_case.h"
+#include "tests/check.h"
 
 using namespace nnip_scale::so2;
 
-// (ℓ, offset) per row of the m-major layout of (lmax, mmax), entries grouped by degree.
-static std::vector<int64_t> block_rows(int64_t lmax, int64_t mmax, int64_t* NB) {
-  std::vector<int64_t> ells;
-  for (int64_t l = 0; l <= lmax; ++l) ells.push_back(l);
-  for (int64_t m = 1; m <= mmax; ++m)
-    for (int sign = 0; sign < 2; ++sign)
-      for (int64_t l = m; l <= lmax; ++l) ells.push_back(l);
-  std::vector<int64_t> rows(2 * ells.size());
-  int64_t off = 0;
-  for (int64_t l = 0; l <= lmax; ++l)
-    for (size_t r = 0; r < ells.size(); ++r)
-      if (ells[r] == l) {
-        rows[2 * r] = l;
-        rows[2 * r + 1] = off;
-        off += 2 * l + 1;
-      }
-  *NB = off;
-  return rows;
-}
+using so2_case::block_rows;
 
 template <typename T>
 static void check_case(int64_t lmax, int64_t mmax, int64_t C, int S, double tol, uint64_t seed) {

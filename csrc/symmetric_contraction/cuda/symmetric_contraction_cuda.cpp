@@ -1,5 +1,5 @@
 // Torch glue of the CUDA symmetric-contraction kernels (compiled only in the CUDA build of setup.py):
-// checks (symmetric_contraction/glue.h) -> the atoms grouped by element (a stable argsort and a
+// checks (symmetric_contraction/glue.h) -> the atoms grouped by element (a stable device sort and a
 // searchsorted, no host sync) and the weight-gradient workspace -> dtype dispatch -> launch.
 // As the CUDA scatter, it does not range-check index values or validate the tables (that would need
 // a device-to-host copy): see symmetric_contraction/cuda/symmetric_contraction_kernels.h.
@@ -34,9 +34,7 @@ ByElement group_by_element(bool needed, const at::Tensor& index, const at::Tenso
   ByElement b;
   b.slices = cuda::sc_weight_slices(x.size(0), Z, Wn, x.size(2));
   if (!needed) return b;
-  b.order = at::argsort(index, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  auto sorted = index.index_select(0, b.order);
-  b.elem_ptr = at::searchsorted(sorted, at::arange(Z + 1, index.options()));  // first position with sorted >= z
+  std::tie(b.elem_ptr, b.order) = group_by_key(index, Z);
   b.workspace = at::empty({cuda::sc_workspace_elems(Z, Wn, x.size(2), b.slices)}, x.options());
   return b;
 }
