@@ -53,6 +53,7 @@ from nnip_scale.ops.equivariant import (
     spherical_harmonics,
     symmetric_contraction,
 )
+from nnip_scale.ops.sh_native import native_args as sh_native_args
 
 F64 = torch.float64
 KINDS = ("dtype", "device", "shape", "index")  # the bad-input kinds the issue names
@@ -352,8 +353,18 @@ def sh_plan(max_ell: int) -> PolynomialPlan:
 def _sh_sample(max_ell, dtype=F64, variant=0, n_edges=9) -> Sample:
     plan = sh_plan(max_ell)
     vectors = randn(gen(max_ell), n_edges - 3 * variant, 3, dtype=dtype)  # any vectors: Y is a polynomial
+
+    def native_calls():
+        ops, rest = torch.ops.nnip_scale, sh_native_args(plan, dtype)
+        v, e = vectors.clone().requires_grad_(), vectors.shape[0]
+        g, t = randn(gen(6), e, plan.n_out, dtype=dtype), randn(gen(7), e, 3, dtype=dtype)
+        return [(ops.spherical_harmonics.default, (v, *rest)),
+                (ops.spherical_harmonics_backward.default, (g.clone().requires_grad_(), v, *rest)),
+                *((ops.spherical_harmonics_double_backward.default, (g, vectors, t, *rest, *flags))
+                  for flags in ((True, True), (True, False), (False, True)))]
+
     return Sample(lambda b, v: spherical_harmonics(plan, v, backend=b), (vectors,), diff=(0,),
-                  flops_args=(plan, vectors))
+                  flops_args=(plan, vectors), native_calls=native_calls)
 
 
 def _sh_bad() -> list[BadInput]:

@@ -16,10 +16,9 @@ The Clebsch–Gordan and product-basis coefficients are cuequivariance descripto
 run through ``nnip_scale.ops`` (torch reference, native kernels or cuequivariance-torch, same
 parameters). The model's ``backend`` is passed to each op through
 ``nnip_scale.ops.registry.per_op_backend`` (``MACE.op_backends`` lists the result): with
-``native``, the interaction (``channelwise_tp_scatter``), the symmetric contraction and the
-scatters run on nnip_scale's kernels, the spherical harmonics, which have no native kernel yet, on
-``torch``; ``auto`` picks per call (native on CPU for the interaction and the contraction, cueq on
-CUDA when installed, else torch).
+``native``, the spherical harmonics, the interaction (``channelwise_tp_scatter``), the symmetric
+contraction and the scatters all run on nnip_scale's CPU kernels (no torch fallback); ``auto`` picks
+per call (native on CPU, cueq on CUDA when installed, else torch).
 The element-dependent contraction weights W_Z exist for the chemical elements listed in
 ``elements`` (default: all 1..max_atomic_number), as MACE has one weight set per element;
 ``elements="auto"`` takes the list from the training statistics (:meth:`MACE.set_statistics`,

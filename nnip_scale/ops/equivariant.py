@@ -11,8 +11,8 @@ with ``backend="torch"``); ``cueq`` runs the very same polynomial through
 ``"fused_tp"`` on CUDA); ``native`` runs ``channelwise_tp_scatter`` on nnip_scale's fused CPU
 kernel (``nnip_scale.ops.tp_native``) and ``symmetric_contraction`` on its CPU kernel
 (``nnip_scale.ops.sc_native``); their CUDA twins are compiled but not registered with the resolver
-until run on a GPU (docs/ops.md); spherical harmonics have no native kernel yet, so an explicit
-``native`` raises for them. Which backend runs is decided by
+until run on a GPU (docs/ops.md); ``spherical_harmonics`` runs natively on the contraction's CPU
+kernels (``nnip_scale.ops.sh_native``, ℓ ≤ 3). Which backend runs is decided by
 ``nnip_scale.ops.registry.resolve_backend`` only. Weights are always passed in by the model.
 
 Layout: cuequivariance's ``ir_mul``. Features of C channels over irreps of total dimension D are
@@ -35,6 +35,8 @@ from nnip_scale.ops.registry import OpSpec, check_index_range, check_same_dtype,
 from nnip_scale.ops.sc_native import NATIVE_DTYPES as SC_NATIVE_DTYPES
 from nnip_scale.ops.sc_native import sc_native
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
+from nnip_scale.ops.sh_native import NATIVE_DTYPES as SH_NATIVE_DTYPES
+from nnip_scale.ops.sh_native import sh_native, sh_native_limit
 from nnip_scale.ops.tp_native import NATIVE_DTYPES, ctp_native
 
 _CUEQ_METHODS = {"cpu": "naive"}
@@ -150,6 +152,8 @@ class PolynomialPlan(_Plan):
         self.cueq = _CueqCache(polynomial, "uniform_1d")
         if weighted:
             self._build_native_tables(terms, rows, order, col)
+        else:  # one implicit unit weight slot (w = 0): the native harmonics run on the contraction's kernels
+            self._build_native_tables({(0, k): t for (k,), t in terms.items()}, [(0, k) for (k,) in rows], order, col)
 
     def _build_native_tables(self, terms, rows, order, col) -> None:
         """Sparse tables of the native symmetric contraction (csrc/symmetric_contraction/tables.h),
@@ -410,7 +414,9 @@ def _ctp_native_limit(ell: int = 0) -> str | None:
     return None
 
 
-register_op(OpSpec("spherical_harmonics", impls={"torch": _sh_torch, "cueq": _sh_cueq}, flops=spherical_harmonics_flops))
+register_op(OpSpec("spherical_harmonics", impls={"torch": _sh_torch, "cueq": _sh_cueq, "native": sh_native},
+                   native_dtypes={"cpu": SH_NATIVE_DTYPES},  # CPU only until the contraction's CUDA twin is registered
+                   limits={"native": sh_native_limit}, flops=spherical_harmonics_flops))
 register_op(
     OpSpec(
         "channelwise_tp_scatter",
@@ -449,7 +455,7 @@ def spherical_harmonics(plan: PolynomialPlan, vectors: torch.Tensor, backend: st
     if vectors.dim() != 2 or vectors.shape[1] != 3:
         raise ValueError(f"nnip_scale.ops.spherical_harmonics: expected vectors [E, 3], got {tuple(vectors.shape)}")
     check_same_dtype("spherical_harmonics", {"vectors": vectors})
-    return dispatch("spherical_harmonics", backend, vectors)(plan, vectors)
+    return dispatch("spherical_harmonics", backend, vectors, components=plan.n_out, degree=plan.degree)(plan, vectors)
 
 
 def channelwise_tp_scatter(

@@ -175,7 +175,7 @@ def resolve_backend(
 def per_op_backend(backend: str, op: str) -> str:
     """The backend a model configured with ``backend`` passes to ``op``: ``backend`` itself when it
     is ``auto``/``torch``, when ``op`` implements it or declares a substitution for it; otherwise
-    ``torch`` (e.g. a ``native`` MACE calls the ops that have no native kernel yet with ``torch``).
+    ``torch`` (e.g. a ``native`` eSEN calls ``so2_conv``, which has no native kernel, with ``torch``).
     Static (no device or dtype): an op that implements the backend but cannot serve a call still
     raises at the call."""
     if backend not in BACKENDS:
