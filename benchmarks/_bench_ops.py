@@ -1,6 +1,7 @@
 """Shared parts of the op benchmarks (``bench_scatter.py``, ``bench_tp.py``, ``bench_sc.py``): the
-interleaved timing loop, the bytes autograd saves for the backward, the common command-line options,
-the report's header and footer, and the paired native/torch MACE training-step timing.
+interleaved timing loop, the bytes autograd saves for the backward, the peak resident memory a call
+adds (``peak_rss_growth``, run in a fresh interpreter by the caller), the common command-line
+options, the report's header and footer, and the paired native/torch MACE training-step timing.
 
 Timing: the methods of one case run round-robin (``median_interleaved``), so load from other processes
 hits all of them alike; medians are reported. On CUDA every call is synchronised.
@@ -9,7 +10,10 @@ hits all of them alike; medians are reported. On CUDA every call is synchronised
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import datetime as dt
+import gc
 import os
 import platform
 import shlex
@@ -25,11 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def median_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                       device: torch.device | str = "cpu") -> dict[str, float]:
+                       device: torch.device | str = "cpu",
+                       warmup_fns: dict[str, Callable[[], object]] | None = None) -> dict[str, float]:
     """Median wall time (ms) of each ``fn()`` over ``repeats`` rounds, after ``warmup`` calls each; within a
-    round the methods run one after another (CUDA: synchronised after each call)."""
+    round the methods run one after another (CUDA: synchronised after each call). ``warmup_fns`` (same
+    keys), if given, are warmed up instead: e.g. the same call on a slice of a large input, which pays the
+    one-time costs (lazy initialisation, a library building its kernels) without a full-size call."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    for fn in fns.values():
+    for fn in (warmup_fns or fns).values():
         for _ in range(warmup):
             fn()
     sync()
@@ -59,6 +66,39 @@ def saved_bytes(forward: Callable[[], object], inputs: list[torch.Tensor]) -> in
         forward()
     exclude = {t.untyped_storage().data_ptr() for t in inputs}
     return sum(n for p, n in seen.items() if p not in exclude)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"peak_rss_growth: /proc/self/status has no {field} line")
+
+
+def peak_rss_growth(fn: Callable[[], object]) -> int:
+    """Bytes by which the process's peak resident set (``VmHWM``) rises above its resident set just
+    before ``fn()`` runs: the memory a call touches at its peak, whatever allocated it (autograd
+    intermediates, outputs, gradients, a library's workspaces). Linux only: glibc's free memory is
+    returned first (``malloc_trim``) and the high-water mark is reset through ``/proc/self/clear_refs``
+    (Linux ≥ 4.0). Meant for a fresh interpreter that has run ``fn`` once on a small input (lazy
+    initialisation) and holds the inputs already, so the growth is the call's own."""
+    clear_refs = Path("/proc/self/clear_refs")
+    if not clear_refs.exists():
+        raise RuntimeError("peak_rss_growth: needs Linux /proc/self/clear_refs to reset the peak resident set")
+    gc.collect()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc_trim(0)
+    before = _status_kib("VmRSS")
+    clear_refs.write_text("5")  # VmHWM := VmRSS
+    if _status_kib("VmHWM") > before + 1024:
+        raise RuntimeError("peak_rss_growth: the peak resident set could not be reset (/proc/self/clear_refs)")
+    fn()
+    return 1024 * (_status_kib("VmHWM") - before)
+
+
+def load_average() -> float:
+    """The 1-min load average (a busy machine inflates all times)."""
+    return os.getloadavg()[0]
 
 
 def command_line() -> str:
@@ -91,23 +131,26 @@ def add_report_args(p: argparse.ArgumentParser, section: str, repeats: int, widt
     p.add_argument("--machine", default="2-core VM, no GPU")
     p.add_argument("--date", default=f"{dt.date.today()}")
     p.add_argument("--write", metavar="RESULTS_MD", help=f"replace the {section} section of this file")
+    p.add_argument("--section", default=section,
+                   help=f"write into this section instead of {section} (to split a long benchmark into several runs, "
+                        f"e.g. {section}:e100k with other --edges; a section other than {section} gets no title)")
 
 
 def run_report(args, title: str, section: str, op_heading: str, op_table: Callable[[], list[str]], op_notes: str,
                model_part: Callable[[], list[str]]) -> str:
     """Run the op and model parts (unless skipped) into one report: title, machine, command, the op-level
     heading, table (``op_table()``) and notes, the model-level lines (``model_part()``), the wall time
-    and load; print it and, with ``--write``, replace ``section`` of that file."""
+    and the load at the start and end; print it and, with ``--write``, replace ``--section`` of that file
+    (the title only in the default ``section``)."""
     from _results import replace_section
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    body = [
-        title,
-        "",
-        f"Machine: {args.machine} ({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads), "
-        f"shared with other jobs; torch {torch.__version__}; date {args.date}.",
+    t0, load0 = time.perf_counter(), load_average()
+    body = [title, ""] if args.section == section else []
+    body += [
+        (f"Machine: {args.machine} ({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads), "
+         f"shared with other jobs; torch {torch.__version__}; date {args.date}."),
         f"Command: `{command_line()}`",
         "",
     ]
@@ -115,12 +158,12 @@ def run_report(args, title: str, section: str, op_heading: str, op_table: Callab
         body += [op_heading, "", *op_table(), "", op_notes, ""]
     if not args.skip_model:
         body += ["### Model level", "", *model_part(), ""]
-    body.append(f"Wall time of the benchmark: {time.perf_counter() - t0:.0f} s; 1-min load average at the end "
-                f"{os.getloadavg()[0]:.1f} (a busy machine inflates all times alike).")
+    body.append(f"Wall time of the benchmark: {time.perf_counter() - t0:.0f} s; 1-min load average {load0:.1f} at the "
+                f"start, {load_average():.1f} at the end (a busy machine inflates all times alike).")
     text = "\n".join(body)
     print(text)
     if args.write:
-        replace_section(args.write, section, text)
+        replace_section(args.write, args.section, text)
     return text
 
 

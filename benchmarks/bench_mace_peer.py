@@ -8,11 +8,19 @@ for the like-for-like ratio; our direct-force model (the paper's setting) is tim
 row. The loss is the same function of (E, F) for both. Repeats are interleaved across all
 models in one process; medians are reported.
 
-    pip install mace-torch -c /tmp/constraints.txt
-    python benchmarks/bench_mace_peer.py [--widths 32 64] [--ells 0 1] [--device cpu|cuda] [--write benchmarks/RESULTS.md]
+mace-torch in a separate virtual environment, so the project's own stays untouched (nnip-scale from
+the repository on PYTHONPATH: its extension, already built in place, is not rebuilt):
+
+    python -m venv /work/venv-mace && /work/venv-mace/bin/pip install torch==2.13.0
+    /work/venv-mace/bin/pip install <nnip-scale's install_requires from setup.py> cuequivariance-torch torch==2.13.0
+    /work/venv-mace/bin/pip install mace-torch torch==2.13.0
+    PYTHONPATH=. /work/venv-mace/bin/python benchmarks/bench_mace_peer.py [--widths 32 64] [--ells 0 1] \
+        [--device cpu|cuda] [--write benchmarks/RESULTS.md]
 """
 
 import argparse
+import importlib.metadata
+import os
 import platform
 import statistics
 import time
@@ -113,9 +121,14 @@ def main():
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--machine", default=None)
+    p.add_argument("--date", default=f"{date.today()}")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--write", help="markdown file whose bench_mace_peer section is replaced")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    t_start, load_start = time.perf_counter(), os.getloadavg()[0]
     dm = AtomsDataModule(train=args.data, cutoff=args.cutoff, val_fraction=0.05, test_fraction=0.0,
                          batch_size=args.batch_size)
     dm.setup("fit")
@@ -161,18 +174,24 @@ def main():
             med = statistics.median(times[name])
             rows.append(f"| {ell} | {w} | {name} | {n_params(r.model):,} | {1e3 * med:.1f} | "
                         f"{1e3 * min(times[name]):.1f}–{1e3 * max(times[name]):.1f} | {med / peer:.2f} |")
-    header = (f"Machine: {dev}; torch {torch.__version__}; date {date.today()}; one batch of "
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in ("mace-torch", "e3nn"))
+    header = (f"Machine: {dev}; torch {torch.__version__}, {versions}; date {args.date}; one batch of "
               f"{batch['n_structures']} demo molecules ({batch['n_atoms']} atoms, {batch['n_edges']} edges), fp32; "
               f"sh ℓ ≤ 3, correlation {args.correlation}, {args.depth} interactions, cutoff {args.cutoff} Å; "
-              f"median of {args.repeats} interleaved rounds × {args.steps} steps.\n"
-              f"Command: `python benchmarks/bench_mace_peer.py --device {args.device} --widths "
-              f"{' '.join(map(str, args.widths))} --ells {' '.join(map(str, args.ells))} --repeats {args.repeats}`\n\n")
+              f"median of {args.repeats} interleaved rounds × {args.steps} steps; ours with backend `auto` "
+              f"(native interaction, symmetric contraction and scatters on CPU); wall {time.perf_counter() - t_start:.0f} s, "
+              f"1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the CPU is shared "
+              "with other jobs: all times inflate alike).\n"
+              f"Command (mace-torch in its own venv, see the script's docstring): `PYTHONPATH=. /work/venv-mace/bin/python "
+              f"benchmarks/bench_mace_peer.py --device {args.device} --widths {' '.join(map(str, args.widths))} --ells "
+              f"{' '.join(map(str, args.ells))} --repeats {args.repeats}"
+              f"{f' --threads {args.threads}' if args.threads else ''}`\n\n")
     note = ("\nparams: all trainable parameters (embeddings included). mace-torch has more because its "
             "interactions carry element-dependent `skip_tp` tensor products (num_elements × C² per ℓ: 57k + 14k of "
             "its 130k at ℓ 0, C 32); ours keeps element-dependent weights only in the symmetric contraction (the same "
             "13 per element and channel at ℓ 0) and uses element-independent linear maps elsewhere. Same C, ℓ, "
             "correlation, cutoff, interactions, radial/readout MLPs; not the identical architecture.\n")
-    table = "## MACE vs mace-torch: one training step (issue 3)\n\n" + header + "\n".join(rows) + "\n" + note
+    table = "## MACE vs mace-torch: one training step (issues 3, 11)\n\n" + header + "\n".join(rows) + "\n" + note
     print(table)
     if args.write:
         replace_section(args.write, "bench_mace_peer", table)
