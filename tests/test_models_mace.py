@@ -194,6 +194,7 @@ def test_unit_init_mlp_preserves_unit_variance():
     assert all(float(m.bias.abs().max()) == 0.0 for m in mlp if isinstance(m, torch.nn.Linear))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_ells,out_ells,correlation", [((0, 1, 2), (0, 1), 3), ((0, 1, 2, 3), (0,), 3), ((0, 1), (0, 1), 2)])
 def test_contraction_init_gives_unit_variance_outputs(in_ells, out_ells, correlation):
     """Path-normalised contraction weights: with iid N(0, 1) inputs every output component has

@@ -250,6 +250,7 @@ def check_coordinates(cls, batch, bound, sp_dh, sp_dout, widths=WIDTHS, base=32)
     assert sp["dh"] > sp_dh and sp["dout"] > sp_dout, sp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [MPNN, MCEGNN])
 def test_coordinate_check(cls, batch):
     """μP: hidden features and the updates of hidden features and of the energy-head output keep
@@ -270,6 +271,7 @@ def test_coordinate_check_esen(batch):
     check_coordinates(ESEN, batch, 0.15, sp_dh=0.4, sp_dout=0.3, widths=(8, 16, 32, 64), base=16)
 
 
+@pytest.mark.slow
 def test_coordinate_check_mace(batch):
     """The same check for the MACE-style model (ℓ1, ν4; widths 32–256, base 64; ~35 s). Measured
     with μP (the 3 seeds here): h +0.011, Δh −0.018, Δout +0.089; with 4 seeds +0.05/+0.07/+0.18,

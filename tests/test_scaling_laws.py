@@ -63,6 +63,7 @@ def test_warm_start_refit_matches_multistart_on_resamples():
         assert warm["beta"] == pytest.approx(cold["beta"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_bootstrap_intervals_cover_truth():
     """Seeded property test: 60 random truths (L_inf ~ U(0.02, 0.2), alpha, beta ~ U(0.2, 0.8), each
     power-law term 0.1-1x the loss at the grid centre), 10 runs (widths over 3 decades of N) x 8

@@ -96,6 +96,7 @@ def test_plan_errors(tmp_path, data, monkeypatch):
         load_study(tmp_path / "missing.yaml")
 
 
+@pytest.mark.slow
 def test_grid_runs_report_and_rerun_skips(tmp_path, data, monkeypatch):
     path = study_file(tmp_path, data, [160], mup=True)
     out = tmp_path / "out"
@@ -123,6 +124,7 @@ def test_grid_runs_report_and_rerun_skips(tmp_path, data, monkeypatch):
     assert [(r.folder / "DONE.json").stat().st_mtime for r in study.runs] == mtimes
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_without_retraining(tmp_path, data, monkeypatch):
     # batch size 1: the second run takes ~150 steps, long enough to be killed mid-run
     path = study_file(tmp_path, data, [160, 600], widths=(8,), archs=("mpnn",), per_epoch=8, batch_size=1)

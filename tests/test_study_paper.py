@@ -267,6 +267,7 @@ def paper_copy(tmp_path: Path, lmdb: dict, archs=ARCHS, widths=(8,), sweep=False
     return path
 
 
+@pytest.mark.slow
 def test_paper_dry_run_end_to_end(tmp_path, lmdb, monkeypatch):
     path = paper_copy(tmp_path, lmdb)
     out = tmp_path / "out"

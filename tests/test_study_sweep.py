@@ -76,6 +76,7 @@ def test_no_lr_without_a_sweep_and_a_sweep_with_nothing_to_sweep(tmp_path, data,
         load_study(path)
 
 
+@pytest.mark.slow
 def test_sweep_chooses_transfers_reports_and_is_reused(tmp_path, data, monkeypatch):
     path = sweep_file(tmp_path, data)
     out = tmp_path / "out"
@@ -146,6 +147,7 @@ def test_per_architecture_overrides(tmp_path, data, monkeypatch):
         check_run_args(load_study(path, tmp_path / "out"), log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_a_changed_lr_makes_finished_runs_stale(tmp_path, data, monkeypatch):
     path = study_file(tmp_path, data, [160], widths=(8,), archs=("mpnn",))
     out = tmp_path / "out"
