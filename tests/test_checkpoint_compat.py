@@ -128,3 +128,32 @@ def test_cli_predict_with_an_old_checkpoint_and_the_old_class_path(tmp_path, mon
     for k, (p, expected) in enumerate(zip(predicted, ref["predictions"])):
         assert_close(p.get_potential_energy(), expected["energy"], f"CLI structure {k} energy", rtol=1e-4)
         assert_close(p.get_forces(), expected["forces"], f"CLI structure {k} forces", rtol=1e-4)
+
+
+INIT_CONFIGS = json.loads((Path(__file__).parent / "data" / "checkpoints" / "init_configs_v1.json").read_text())
+
+
+@pytest.mark.parametrize("entry", INIT_CONFIGS, ids=[f"{e['class_path'].rsplit('.', 1)[-1]}-{k}"
+                                                     for k, e in enumerate(INIT_CONFIGS)])
+def test_init_config_as_the_hand_written_one_returned(entry):
+    """The recorded ``init_config()`` equals, in values, types and order, what the model's hand-written
+    ``init_config()`` returned before issue 14 (``init_configs_v1.json``, written by that code for the five
+    staircase models: defaults, non-default arguments, arguments the constructor resolves, MACE's
+    ``elements: auto`` before and after its statistics), so checkpoints and μP rebuilds see the same
+    arguments."""
+    from types import SimpleNamespace
+
+    from nnip_scale.models import build
+
+    kwargs = {k: v for k, v in entry["kwargs"].items() if k != "statistics"}
+    model = build(entry["class_path"], kwargs)
+    if "statistics" in entry["kwargs"]:
+        model.set_statistics(SimpleNamespace(elements=entry["kwargs"]["statistics"], element_energies=np.zeros(119),
+                                             force_rms=1.0, avg_num_neighbors=5.0))
+    got, expected = model.init_config(), entry["init_config"]
+    assert list(got.items()) == list(expected.items()), entry["kwargs"]
+    assert [type(v) for v in got.values()] == [type(v) for v in expected.values()], entry["kwargs"]
+
+
+def test_init_configs_cover_the_five_staircase_models():
+    assert {e["class_path"].rsplit(".", 1)[-1] for e in INIT_CONFIGS} == {"MPNN", "MCEGNN", "MACE", "ESEN", "GemNetOC"}

@@ -159,11 +159,10 @@ def test_gradcheck_and_gradgradcheck_fp64(op, backend, cid):
     assert torch.autograd.gradgradcheck(f, leaves, fast_mode=fast)
 
 
-@pytest.mark.parametrize("op,backend,cid", _params("zero-rows", first=1))
+# only ops whose outputs are rows of atoms (their sample says how many trailing atoms have no edges)
+@pytest.mark.parametrize("op,backend,cid", [p for p in _params("zero-rows", first=1) if _sample(*p.values[::2]).zero_rows])
 def test_atoms_without_edges_get_zero_rows(op, backend, cid):
     sample = _sample(op, cid)
-    if not sample.zero_rows:
-        pytest.skip(f"{op}: its outputs are not rows of atoms")
     out = outputs(sample.run(backend))[0]
     assert float(out[-sample.zero_rows:].abs().max()) == 0.0
     assert float(out[: -sample.zero_rows].abs().max()) > 0.0

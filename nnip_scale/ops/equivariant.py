@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnip_scale.ops.registry import OpSpec, check_index_range, check_same_dtype, dispatch, register_op
+from nnip_scale.ops.registry import OpSpec, check_index_range, check_same_dtype, dispatch, is_native, register_op
 from nnip_scale.ops.sc_native import NATIVE_DTYPES as SC_NATIVE_DTYPES
 from nnip_scale.ops.sc_native import sc_native
 from nnip_scale.ops.scatter import gather_rows, scatter_sum
@@ -499,9 +499,10 @@ def channelwise_tp_scatter(
     for name, t in (("weights", weights), ("sh", sh)):
         if t.dtype != x.dtype:
             raise ValueError(f"{op}: {name} has dtype {t.dtype} but x has {x.dtype}; expected one floating dtype")
-    check_index_range("channelwise_tp_scatter", "sender", sender, x.shape[0], "x.size(0)")
-    check_index_range("channelwise_tp_scatter", "receiver", receiver, n_atoms, "n_atoms")
     impl = dispatch("channelwise_tp_scatter", backend, x, ell=plan.max_ell)
+    if not is_native("channelwise_tp_scatter", impl):  # the native kernels range-check themselves
+        check_index_range("channelwise_tp_scatter", "sender", sender, x.shape[0], "x.size(0)")
+        check_index_range("channelwise_tp_scatter", "receiver", receiver, n_atoms, "n_atoms")
     return impl(plan, weights, x, sh, sender, receiver, n_atoms)
 
 
@@ -531,6 +532,7 @@ def symmetric_contraction(
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected one device")
     if weights.dtype != x.dtype:
         raise ValueError(f"{op}: weights has dtype {weights.dtype} but x has {x.dtype}; expected one floating dtype")
-    check_index_range("symmetric_contraction", "index", index, weights.shape[0], "weights.size(0)")
     impl = dispatch("symmetric_contraction", backend, x, components=max(plan.n_x, plan.n_out), correlation=plan.degree)
+    if not is_native("symmetric_contraction", impl):  # the native kernels range-check themselves
+        check_index_range("symmetric_contraction", "index", index, weights.shape[0], "weights.size(0)")
     return impl(plan, x, weights, index)

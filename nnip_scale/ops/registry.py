@@ -220,6 +220,13 @@ def dispatch(op: str, backend: str, tensor: torch.Tensor, **attrs) -> Callable:
     return impl
 
 
+def is_native(op: str, impl: Callable) -> bool:
+    """Whether ``impl`` (from :func:`dispatch`) is ``op``'s native implementation, whose kernels check
+    their index arguments themselves: the public functions then skip :func:`check_index_range`, which
+    would be a second pass over the indices."""
+    return impl is get_op(op).impls.get("native")
+
+
 # ----------------------------------------------------------------------------- argument checks
 # Shared by the public op functions, so every op words a bad argument the same way: the op, the
 # argument, what it got and what was expected (docs/ops.md: "errors name the op and the argument").

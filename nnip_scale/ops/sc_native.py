@@ -145,7 +145,7 @@ def _register() -> None:
 
     def bwd_backward(ctx, ggx, ggw):
         g, x, weights, index, *tables = ctx.saved_tensors
-        # upstream gradients of the outputs that were computed (the others are [0]-row placeholders)
+        # upstream gradients of the outputs that were computed (the others come back as 0-row tensors)
         ggx, ggw = (t if (c and t is not None) else None for t, c in zip((ggx, ggw), ctx.computed))
         need_g, need_x, need_w = ctx.needs_input_grad[:3]
         none = (None,) * (1 + N_TABLES + 3)

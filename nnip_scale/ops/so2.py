@@ -41,6 +41,7 @@ from nnip_scale.ops.registry import (
     check_same_dtype,
     check_size,
     dispatch,
+    is_native,
     register_op,
 )
 from nnip_scale.ops.so2_native import MAX_COMPONENTS, NATIVE_DTYPES, rotate_in_native, rotate_out_scatter_native
@@ -295,9 +296,10 @@ def so2_rotate_in(
     if src.shape != (wigner.shape[0],) or dst.shape != src.shape:
         _fail(op, f"expected src/dst [E={wigner.shape[0]}], got {tuple(src.shape)}, {tuple(dst.shape)}")
     _check_features(op, "x", x, wigner, ("src", "dst"), (src, dst))
-    for name, t in (("src", src), ("dst", dst)):
-        check_index_range(op, name, t, x.shape[0], "x.size(0)")
     impl = dispatch(op, backend, x, compact=block_rows is not None, components=components)
+    if not is_native(op, impl):  # the native kernels range-check themselves
+        for name, t in (("src", src), ("dst", dst)):
+            check_index_range(op, name, t, x.shape[0], "x.size(0)")
     return impl(x, wigner, src, dst, block_rows)
 
 
@@ -373,8 +375,9 @@ def so2_rotate_out_scatter(
         _fail(op, f"expected index int64 [{y.shape[0]}], got {tuple(index.shape)} {index.dtype}")
     _check_features(op, "y", y, wigner, ("index",), (index,))
     check_size(op, "dim_size", dim_size)
-    check_index_range(op, "index", index, dim_size, "dim_size")
     impl = dispatch(op, backend, y, compact=block_rows is not None, components=n_components)
+    if not is_native(op, impl):  # the native kernels range-check themselves
+        check_index_range(op, "index", index, dim_size, "dim_size")
     if block_rows is None:
         return impl(y, wigner, index, dim_size)
     return impl(y, wigner, index, dim_size, block_rows, n_components)

@@ -126,7 +126,7 @@ def _register() -> None:
     def bwd_backward(ctx, ggw, ggx, ggsh):
         g, w, x, sh, sender, receiver, *tables = ctx.saved_tensors
         dense = ctx.dense_pairs
-        # upstream gradients of the outputs that were computed (the others are [0]-row placeholders)
+        # upstream gradients of the outputs that were computed (the others come back as 0-row tensors)
         ggw, ggx, ggsh = (t if (c and t is not None) else None for t, c in zip((ggw, ggx, ggsh), ctx.computed))
         need_g, need_w, need_x, need_sh = ctx.needs_input_grad[:4]
         n_atoms = g.shape[0]
