@@ -60,6 +60,8 @@ from ase.build import bulk, molecule
 from batch_utils import batch_from_atoms
 from scipy.spatial.transform import Rotation
 
+from nnip_scale.data.batching import edge_layout
+
 TRANSLATION, SO3, O3 = "translation", "SO3", "O3"
 TOL = 1e-10  # relative, fp64 (module docstring)
 OTHER_BACKENDS = ("native", "pyg", "cueq")
@@ -160,10 +162,12 @@ def training_loss(model, batch: dict) -> torch.Tensor:
 
 
 def drop_pair(batch: dict, a: int, b: int) -> dict:
-    """``batch`` without the edges a→b and b→a."""
+    """``batch`` without the edges a→b and b→a (still sorted by receiver; the edge layout recomputed)."""
     ei = batch["edge_index"]
     keep = ~(((ei[0] == a) & (ei[1] == b)) | ((ei[0] == b) & (ei[1] == a)))
-    return dict(batch, edge_index=ei[:, keep], edge_shift=batch["edge_shift"][keep], n_edges=int(keep.sum()))
+    ptr, order = edge_layout(ei[:, keep], batch["n_atoms"])
+    return dict(batch, edge_index=ei[:, keep], edge_shift=batch["edge_shift"][keep], n_edges=int(keep.sum()),
+                edge_receiver_ptr=ptr, edge_sender_order=order)
 
 
 def check_conservative(model, atoms: Atoms, probes, cutoff: float, h: float = 1e-5) -> None:

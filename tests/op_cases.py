@@ -32,6 +32,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list
 
+from nnip_scale.data.batching import edge_layout
 from nnip_scale.nn.irreps import channelwise_tp_descriptor, spherical_harmonics_polynomial, symmetric_contraction_polynomial
 from nnip_scale.ops import (
     basis_scatter,
@@ -228,27 +229,41 @@ def tp_inputs(plan, n_atoms, n_edges, channels, seed=0, dtype=F64, isolated=2):
     return w, x, sh, torch.randint(0, hi, (n_edges,), generator=g), torch.randint(0, hi, (n_edges,), generator=g)
 
 
-def _tp_sample(ell, channels, sh_ell=None, dtype=F64, variant=0, n_atoms=7, n_edges=14, isolated=2) -> Sample:
+def _tp_sample(ell, channels, sh_ell=None, dtype=F64, variant=0, n_atoms=7, n_edges=14, isolated=2,
+               layout=False) -> Sample:
+    """``layout``: the edges sorted by receiver and the call given their layout (receiver_ptr,
+    sender_order) as two more arguments, as a collated batch gives them (data.batching.edge_layout).
+    opcheck runs the raw ops with and without a layout either way."""
     plan = tp_plan(ell, channels, sh_ell)
     if variant:
         n_atoms, n_edges = n_atoms - 1, n_edges - 5
     w, x, sh, snd, rcv = tp_inputs(plan, n_atoms, n_edges, channels, seed=10 * ell + channels, dtype=dtype,
                                    isolated=isolated)
+    by_receiver = torch.argsort(rcv, stable=True)
+    sorted_edges = (w[by_receiver], sh[by_receiver], snd[by_receiver], rcv[by_receiver])
+    if layout:
+        w, sh, snd, rcv = sorted_edges
+    edges_layout = edge_layout(torch.stack([sorted_edges[3], sorted_edges[2]]), n_atoms)
 
-    def call(b, w_, x_, sh_, s, r, n):
-        return channelwise_tp_scatter(plan, w_, x_, sh_, s, r, n, backend=b)
+    def call(b, w_, x_, sh_, s, r, n, receiver_ptr=None, sender_order=None):
+        return channelwise_tp_scatter(plan, w_, x_, sh_, s, r, n, backend=b, receiver_ptr=receiver_ptr,
+                                      sender_order=sender_order)
 
     def native_calls():
         ops, tables, dense = torch.ops.nnip_scale, plan.native_tables(dtype), plan.dense_pairs
-        leaves = [t.clone().requires_grad_() for t in (w, x, sh)]
         g = randn(gen(3), n_atoms, plan.dim_out, channels, dtype=dtype).requires_grad_()
-        calls = [(ops.channelwise_tp_scatter.default, (*leaves, snd, rcv, n_atoms, *tables, dense))]
-        for flags in [(True, True, True), (True, False, True), (False, True, False)]:
-            calls.append((ops.channelwise_tp_scatter_backward.default, (g, *leaves, snd, rcv, *tables, dense, *flags)))
+        calls = []
+        for (w_, sh_, s, r), extra in [((w, sh, snd, rcv), (None, None)), (sorted_edges, edges_layout)]:
+            leaves = [t.clone().requires_grad_() for t in (w_, x, sh_)]
+            calls.append((ops.channelwise_tp_scatter.default, (*leaves, s, r, n_atoms, *tables, dense, *extra)))
+            for flags in [(True, True, True), (True, False, True), (False, True, False)]:
+                calls.append((ops.channelwise_tp_scatter_backward.default,
+                              (g, *leaves, s, r, *tables, dense, *flags, *extra)))
         return calls
 
-    return Sample(call, (w, x, sh, snd, rcv, n_atoms), diff=(0, 1, 2), flops_args=(plan, w, x, sh),
-                  zero_rows=isolated, native_calls=native_calls)
+    args = (w, x, sh, snd, rcv, n_atoms, *(edges_layout if layout else ()))
+    return Sample(call, args, diff=(0, 1, 2), flops_args=(plan, w, x, sh), zero_rows=isolated,
+                  native_calls=native_calls)
 
 
 def _tp_bad() -> list[BadInput]:
@@ -266,6 +281,12 @@ def _tp_bad() -> list[BadInput]:
         BadInput("shape", "n_atoms", call(w, x, sh, snd, rcv, torch.tensor(6))),
         BadInput("index", "receiver", call(w, x, sh, snd, bad_index(rcv, 6), 6)),
         BadInput("index", "sender", call(w, x, sh, bad_index(snd, -1), rcv, 6)),
+        BadInput("shape", "sender_order", lambda b: channelwise_tp_scatter(
+            plan, w, x, sh, snd, rcv, 6, backend=b, sender_order=torch.argsort(snd, stable=True)[1:])),
+        BadInput("dtype", "receiver_ptr", lambda b: channelwise_tp_scatter(
+            plan, w, x, sh, snd, rcv, 6, backend=b, receiver_ptr=torch.zeros(7, dtype=torch.int32))),
+        BadInput("device", "sender_order", lambda b: channelwise_tp_scatter(
+            plan, w, x, sh, snd, rcv, 6, backend=b, sender_order=_meta(torch.argsort(snd, stable=True)))),
     ]
 
 
@@ -627,9 +648,12 @@ OP_CASES: dict[str, OpCases] = {
         bad=_gather_bad,
     ),
     "channelwise_tp_scatter": OpCases(
-        cases={"l0-C1": _P(_tp_sample, 0, 1), "l1-C3": _P(_tp_sample, 1, 3), "l2-C7": _P(_tp_sample, 2, 7),
-               "l3-C4": _P(_tp_sample, 3, 4), "l1-sh3-C9": _P(_tp_sample, 1, 9, 3)},
+        # first: a collated batch's call (edges sorted by receiver, with their layout), what the models run
+        cases={"l1-C3-layout": _P(_tp_sample, 1, 3, layout=True), "l0-C1": _P(_tp_sample, 0, 1),
+               "l1-C3": _P(_tp_sample, 1, 3), "l2-C7": _P(_tp_sample, 2, 7), "l3-C4": _P(_tp_sample, 3, 4),
+               "l1-sh3-C9": _P(_tp_sample, 1, 9, 3), "l2-C7-layout": _P(_tp_sample, 2, 7, layout=True)},
         empty={"no-edges": _P(_tp_sample, 1, 4, n_edges=0, isolated=7),
+               "no-edges-layout": _P(_tp_sample, 1, 4, n_edges=0, isolated=7, layout=True),
                "no-atoms": _P(_tp_sample, 1, 4, n_edges=0, n_atoms=0, isolated=0)},
         bad=_tp_bad,
         orders={"native": 3},

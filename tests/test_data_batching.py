@@ -99,7 +99,7 @@ def test_build_batch_is_the_one_builder_of_the_batch_dict():
         items.append(atoms_item(atoms, np.stack([i, j]), S))
     b = build_batch(items, torch.float64, device="cpu")
     assert list(b) == [K.ATOMIC_NUMBERS, K.POSITIONS, K.CELL, K.PBC, K.BATCH, K.NUM_ATOMS, K.EDGE_INDEX, K.EDGE_SHIFT,
-                       K.N_ATOMS, K.N_STRUCTURES, K.N_EDGES]
+                       K.EDGE_RECEIVER_PTR, K.EDGE_SENDER_ORDER, K.N_ATOMS, K.N_STRUCTURES, K.N_EDGES]
     assert b[K.CELL][0].abs().sum() == 0 and b[K.PBC].tolist() == [[False] * 3, [True] * 3]  # molecule: zero cell
     assert b[K.POSITIONS].data_ptr() != torch.from_numpy(systems[0].positions).data_ptr()  # a copy, not a view
     labelled = batch_from_atoms(systems, 3.0)
@@ -114,3 +114,50 @@ def test_build_batch_is_the_one_builder_of_the_batch_dict():
     with_stress = build_batch([dict(it, stress=np.eye(3)) for it in items])  # stress: when every item has one
     assert with_stress[K.STRESS].shape == (2, 3, 3) and with_stress[K.STRESS].dtype == torch.float32
     assert K.STRESS not in build_batch([dict(items[0], stress=np.eye(3)), dict(items[1], stress=None)])
+
+
+def test_build_batch_sorts_edges_by_receiver_once_and_stores_their_layout():
+    """vesin's neighbour lists come in cell-list order; the batch has every edge once, sorted by receiver
+    (stable: a centre's edges keep their neighbour-list order), with receiver_ptr and the stable sender
+    order that the native kernels take instead of sorting in every call. slice_batch recomputes them."""
+    from ase.build import bulk, molecule
+
+    from nnip_scale.data import keys as K
+    from nnip_scale.data.batching import atoms_item, build_batch, edge_layout
+    from nnip_scale.data.neighbors import neighbor_list
+    from nnip_scale.training.flops import slice_batch
+
+    systems = [bulk("Cu", cubic=True) * (2, 2, 2), molecule("CH3CH2OH"), bulk("NaCl", "rocksalt", a=5.6)]
+    items = []
+    for atoms in systems:
+        ei, S = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 4.0)
+        items.append(atoms_item(atoms, ei, S))
+    assert any((np.diff(it["edge_index"][0]) < 0).any() for it in items)  # the input is not sorted
+    b = build_batch(items, torch.float64)
+    ei, shift = b[K.EDGE_INDEX], b[K.EDGE_SHIFT]
+    receiver, sender = ei[0], ei[1]
+    assert bool((receiver[1:] >= receiver[:-1]).all())
+    # the same edges, each once, and within a receiver in neighbour-list order
+    offsets = np.cumsum([0] + [len(a) for a in systems])
+    want = [(int(i + o), int(j + o), *map(int, s)) for it, o in zip(items, offsets)
+            for i, j, s in zip(it["edge_index"][0], it["edge_index"][1], it["edge_shift"])]
+    got = [(int(i), int(j), *map(int, s)) for i, j, s in zip(receiver, sender, shift)]
+    assert got == sorted(want, key=lambda t: t[0])  # Python's sort is stable
+    ptr, order = b[K.EDGE_RECEIVER_PTR], b[K.EDGE_SENDER_ORDER]
+    assert ptr.dtype == order.dtype == torch.int64 and ptr.shape == (b[K.N_ATOMS] + 1,) and order.shape == (b[K.N_EDGES],)
+    for a in range(b[K.N_ATOMS]):
+        assert bool((receiver[ptr[a]:ptr[a + 1]] == a).all())
+    assert int(ptr[0]) == 0 and int(ptr[-1]) == b[K.N_EDGES]
+    assert torch.equal(order, torch.argsort(sender, stable=True))
+    assert bool((sender[order][1:] >= sender[order][:-1]).all())
+    # a prefix of structures keeps its edges' order; the layout is recomputed, not sliced
+    part = slice_batch(b, 2)
+    want_ptr, want_order = edge_layout(part[K.EDGE_INDEX], part[K.N_ATOMS])
+    assert torch.equal(part[K.EDGE_RECEIVER_PTR], want_ptr) and torch.equal(part[K.EDGE_SENDER_ORDER], want_order)
+    assert part[K.EDGE_SENDER_ORDER].shape == (part[K.N_EDGES],)
+    # edge_layout needs sorted receivers, and says which edge is out of order
+    with pytest.raises(ValueError, match=r"edge_layout: edge_index\[0\] must be sorted ascending .* edge 2 has receiver 0 < 1"):
+        edge_layout(torch.tensor([[0, 1, 0], [1, 0, 1]]), 2)
+    # no edges at all: every atom's segment is empty
+    lone = build_batch([atoms_item(molecule("H2O"), np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3)))])
+    assert lone[K.EDGE_RECEIVER_PTR].tolist() == [0, 0, 0, 0] and lone[K.EDGE_SENDER_ORDER].numel() == 0

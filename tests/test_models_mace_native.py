@@ -7,7 +7,8 @@
 - a conservative ℓ = 3 MACE on native kernels is conservative: F = −∂E/∂r by central differences and
   a symmetric finite-difference Hessian (a published kernel library shipped non-conservative ℓ = 3
   forces);
-- two forward passes are bitwise equal on CPU, also across thread counts;
+- two forward passes are bitwise equal on CPU, also across thread counts; the batch's edge layout (edges
+  sorted by receiver in the collate) reaches the kernels and changes no bit;
 - ``auto`` runs the native ops on CPU in fp32;
 - a compiled conservative training step (torch.compile of the loss including the forces, then
   backward) equals eager.
@@ -125,6 +126,29 @@ def test_forward_passes_are_bitwise_equal():
         return [out["energy"].detach(), out["forces"].detach(), *(p.grad.clone() for p in model.parameters())]
 
     assert_bitwise_deterministic(run)
+
+
+def test_batch_edge_layout_reaches_the_kernels_and_changes_no_bit():
+    """The collate's edge layout (receiver_ptr, sender_order: the edges sorted by receiver once per batch)
+    spares the interaction's kernels their sorts: energies, forces and parameter gradients of a
+    conservative step are bitwise those of the same batch without it (the kernels then sort), and a
+    corrupt sender order is an error naming it (so the model does pass it on)."""
+    model = make_mace(2, 2, "conservative", "native")
+    batch = batch_from_atoms(molecules(), CUTOFF)
+    assert "edge_receiver_ptr" in batch and "edge_sender_order" in batch
+
+    def run(b):
+        model.zero_grad()
+        out = model(b)
+        force_loss(out).backward()
+        return [out["energy"].detach(), out["forces"].detach(), *(p.grad.clone() for p in model.parameters())]
+
+    bare = {k: v for k, v in batch.items() if k not in ("edge_receiver_ptr", "edge_sender_order")}
+    for a, b in zip(run(batch), run(bare)):
+        assert torch.equal(a, b)
+    corrupt = dict(batch, edge_sender_order=batch["edge_sender_order"].flip(0))
+    with pytest.raises(RuntimeError, match="sender_order is not the edges' stable order by sender"):
+        run(corrupt)
 
 
 def test_auto_runs_native_on_cpu_in_fp32():

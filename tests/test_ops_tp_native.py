@@ -81,6 +81,57 @@ def test_raw_op_checks_its_arguments_and_tables():
     assert gw.shape == (0, plan.n_paths, 3) and gsh.shape == (0, plan.dim_sh) and gx.shape == x.shape
 
 
+@needs_native
+def test_edge_layout_spares_the_sorts_changes_no_bit_and_is_checked():
+    """A collated batch's edge layout (edges sorted by receiver; receiver_ptr and the stable sender
+    order, data.batching.edge_layout): the output and the first and second derivatives are bitwise those
+    of the same edges without it, and every way a layout can be wrong is an error naming it (the CPU
+    kernels check it in one pass instead of sorting)."""
+    from nnip_scale.data.batching import edge_layout
+
+    plan, n = tp_plan(2, 9), 40
+    w, x, sh, snd, rcv = tp_inputs(plan, n, 400, 9, seed=4)
+    by_receiver = torch.argsort(rcv, stable=True)
+    w, sh, snd, rcv = w[by_receiver], sh[by_receiver], snd[by_receiver], rcv[by_receiver]
+    ptr, order = edge_layout(torch.stack([rcv, snd]), n)
+
+    def run(**layout):
+        leaves = [t.clone().requires_grad_() for t in (w, x, sh)]
+        out = channelwise_tp_scatter(plan, *leaves, snd, rcv, n, backend="native", **layout)
+        first = torch.autograd.grad((out * out).sum(), leaves, create_graph=True)
+        second = torch.autograd.grad(sum((g * g.detach().cos()).sum() for g in first), leaves)
+        return [out, *first, *second]
+
+    for a, b in zip(run(receiver_ptr=ptr, sender_order=order), run(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(run(sender_order=order), run(), strict=True):
+        assert torch.equal(a, b)
+
+    def fails(match, **layout):
+        with pytest.raises(RuntimeError, match=match):
+            run(**layout)
+
+    unstable = order.clone()
+    same = torch.nonzero(snd[order][1:] == snd[order][:-1])[0, 0]  # two edges of one sender, swapped
+    unstable[same], unstable[same + 1] = order[same + 1], order[same]
+    duplicate, outside = order.clone(), order.clone()
+    duplicate[1] = duplicate[0]
+    outside[5] = len(order)
+    for bad in (order.flip(0), unstable, duplicate, outside):
+        fails(r"channelwise_tp_scatter_backward: sender_order is not the edges' stable order by sender", sender_order=bad)
+    shifted = ptr.clone()
+    shifted[n // 2] += 1
+    fails(r"channelwise_tp_scatter: receiver_ptr is not the segment offsets of the sorted receivers", receiver_ptr=shifted)
+    with pytest.raises(RuntimeError, match=r"receiver_ptr was given, so the edges must be sorted by receiver .*"
+                                           r"receiver\[\d+\] = \d+ < receiver\[\d+\]"):
+        channelwise_tp_scatter(plan, w, x, sh, snd, rcv.flip(0), n, backend="native", receiver_ptr=ptr)
+    raw = torch.ops.nnip_scale.channelwise_tp_scatter
+    with pytest.raises(RuntimeError, match=r"channelwise_tp_scatter: sender_order must have E = 400 entries"):
+        raw(w, x, sh, snd, rcv, n, *plan.native_tables(F64), plan.dense_pairs, ptr, order[1:])
+    with pytest.raises(RuntimeError, match=r"channelwise_tp_scatter: receiver_ptr must have n_atoms \+ 1 = 41 entries"):
+        raw(w, x, sh, snd, rcv, n, *plan.native_tables(F64), plan.dense_pairs, ptr[1:], order)
+
+
 def test_resolver_limits_and_backend_table():
     """An explicit native never runs something else (ℓ > 3, bf16, CUDA without a kernel raise, naming
     op, backend and why); auto picks native on CPU where it serves the call, else torch."""

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <tuple>
 
 #include "channelwise_tp/tables.h"
@@ -106,6 +107,21 @@ inline Tables check_backward(const at::Tensor& grad_out, const at::Tensor& weigh
                           sh.size(1), validate);
   check_grad_out(grad_out, x, tb.t.K);
   return tb;
+}
+
+// The optional edge layout of a receiver-sorted batch (nnip_scale.data.batching.edge_layout): receiver_ptr
+// int64 [n_receivers + 1], the segment offsets of the sorted receivers; sender_order int64 [E], the edges'
+// stable order by sender. Shapes here; values by the CPU glue (one pass each), trusted by the CUDA glue.
+inline void check_layout(const char* op, const at::Tensor& x, int64_t E, int64_t n_receivers,
+                         const std::optional<at::Tensor>& receiver_ptr, const std::optional<at::Tensor>& sender_order) {
+  if (receiver_ptr.has_value()) {
+    checks::check_long(*receiver_ptr, op, "receiver_ptr", x);
+    checks::check_len(*receiver_ptr, n_receivers + 1, op, "receiver_ptr", "n_atoms + 1");
+  }
+  if (sender_order.has_value()) {
+    checks::check_long(*sender_order, op, "sender_order", x);
+    checks::check_len(*sender_order, E, op, "sender_order", "E");
+  }
 }
 
 // The backward's outputs (grad_weights [E, P, C], grad_x [A, I, C], grad_sh [E, J]); a gradient that is

@@ -13,15 +13,22 @@ TORCH_LIBRARY_FRAGMENT(nnip_scale, m) {
   // entry_sh [nnz], entry_coeff [nnz]) come from the model's plan (ChannelwiseTPPlan.native_tables).
   // dense_pairs (sum over output rows of the dim of their x segment) is not used by the kernels: it
   // makes the FLOP formula equal to what FlopCounterMode counts on the dense torch reference.
+  // The optional edge layout of a receiver-sorted batch (nnip_scale.data.batching.edge_layout) spares the
+  // kernels their sorts: receiver_ptr [n_atoms + 1], the segment offsets of receivers sorted ascending;
+  // sender_order [E], the edges' stable order by sender (used by the backward). The CPU kernels check both
+  // in one pass each (and detect sorted receivers without receiver_ptr); the CUDA kernels trust them.
+  // Absent, the kernels sort (CPU: counting sort; CUDA: device sort): the result is the same bit for bit.
   m.def(
       "channelwise_tp_scatter(Tensor weights, Tensor x, Tensor sh, Tensor sender, Tensor receiver, "
       "SymInt n_atoms, Tensor path_of_k, Tensor pair_ptr, Tensor pair_x, Tensor entry_ptr, "
-      "Tensor entry_sh, Tensor entry_coeff, int dense_pairs) -> Tensor");
+      "Tensor entry_sh, Tensor entry_coeff, int dense_pairs, Tensor? receiver_ptr=None, "
+      "Tensor? sender_order=None) -> Tensor");
   // Its vector-Jacobian product for grad_out [N, K, C]: (grad_weights [E, P, C], grad_x [A, I, C],
-  // grad_sh [E, J]); a gradient whose need_* flag is false is returned with 0 rows.
+  // grad_sh [E, J]); a gradient whose need_* flag is false is returned with 0 rows. The edge layout as above
+  // (receiver_ptr is not read by the backward kernels: it is carried for the forward calls of the double backward).
   m.def(
       "channelwise_tp_scatter_backward(Tensor grad_out, Tensor weights, Tensor x, Tensor sh, "
       "Tensor sender, Tensor receiver, Tensor path_of_k, Tensor pair_ptr, Tensor pair_x, "
       "Tensor entry_ptr, Tensor entry_sh, Tensor entry_coeff, int dense_pairs, bool need_weights, "
-      "bool need_x, bool need_sh) -> (Tensor, Tensor, Tensor)");
+      "bool need_x, bool need_sh, Tensor? receiver_ptr=None, Tensor? sender_order=None) -> (Tensor, Tensor, Tensor)");
 }

@@ -103,6 +103,31 @@ inline void sort_by_key(const int64_t* key, int64_t E, int64_t n, int64_t* ptr, 
   for (int64_t e = 0; e < E; ++e) order[next[key[e]]++] = e;
 }
 
+// The item at position p of a grouping: order[p], or p itself when order is nullptr (items already
+// sorted by key; see segments_of_grouped).
+inline int64_t item_at(const int64_t* order, int64_t p) { return order ? order[p] : p; }
+
+// Segment offsets of E items that are already grouped by key: the items order[0], order[1], ... (the
+// items themselves when order is nullptr) must have keys in [0, n), ascending, and increasing item ids
+// within a key (exactly what sort_by_key makes; order, when given, must hold item ids in [0, E)). With
+// those, each id occurs once, so order is a permutation. Fills ptr [n + 1] and returns -1, or returns
+// the first position p at which the grouping fails (ptr is then partly written). One sequential pass:
+// what a batch sorted once in the collate (edges by receiver, and the permutation to sender order)
+// costs a kernel instead of a sort.
+inline int64_t segments_of_grouped(const int64_t* key, const int64_t* order, int64_t E, int64_t n, int64_t* ptr) {
+  int64_t cur = -1, prev = -1;
+  for (int64_t p = 0; p < E; ++p) {
+    const int64_t e = order ? order[p] : p;
+    if (e < 0 || e >= E) return p;
+    const int64_t k = key[e];
+    if (k < 0 || k >= n || k < cur || (k == cur && e <= prev)) return p;
+    while (cur < k) ptr[++cur] = p;
+    prev = e;
+  }
+  while (cur < n) ptr[++cur] = E;
+  return -1;
+}
+
 // Software prefetch of n values starting at p (rows visited in an order the hardware prefetcher
 // cannot guess, e.g. gathered by sender or receiver).
 template <typename T>

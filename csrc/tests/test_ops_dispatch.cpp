@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <optional>
 #include <string>
 
 #include "tests/check.h"
@@ -29,11 +30,12 @@ static at::Tensor call_tp(const at::Tensor& w, const at::Tensor& x, const at::Te
                                          const at::Tensor&, const at::Tensor&, c10::SymInt,
                                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         int64_t)>();
+                                         int64_t, const std::optional<at::Tensor>&,
+                                         const std::optional<at::Tensor>&)>();
   auto L = at::TensorOptions().dtype(at::kLong);
   return op.call(w, x, sh, snd, rcv, c10::SymInt(n), at::zeros({1}, L), at::tensor({0L, 1L}),
                  at::zeros({1}, L), at::tensor({0L, 1L}), at::zeros({1}, L),
-                 at::full({1}, 0.5, x.options()), 1);
+                 at::full({1}, 0.5, x.options()), 1, std::nullopt, std::nullopt);
 }
 
 int main() {

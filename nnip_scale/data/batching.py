@@ -42,6 +42,23 @@ def _has(item: Mapping, name: str) -> bool:
     return item.get(name) is not None
 
 
+def edge_layout(edge_index: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The edge layout of a batch whose edges are sorted by receiver (``edge_index[0]`` ascending, as
+    :func:`build_batch` makes them): ``receiver_ptr`` int64 [n_atoms + 1] (the edges of atom ``i``
+    are ``ptr[i]:ptr[i+1]``) and ``sender_order`` int64 [E] (the edges by ascending sender
+    ``edge_index[1]``, increasing edge id within a sender). The native message-passing kernels take
+    both instead of sorting the edges in every call (docs/ops.md). Raises ValueError when the
+    receivers are not sorted."""
+    receiver, sender = edge_index[0], edge_index[1]
+    if receiver.numel() > 1 and bool((receiver[1:] < receiver[:-1]).any()):
+        k = int(torch.nonzero(receiver[1:] < receiver[:-1])[0, 0])
+        raise ValueError(f"edge_layout: edge_index[0] must be sorted ascending (edges sorted by receiver, as "
+                         f"build_batch makes them); edge {k + 1} has receiver {int(receiver[k + 1])} < "
+                         f"{int(receiver[k])} of edge {k}")
+    ptr = torch.searchsorted(receiver, torch.arange(n_atoms + 1, device=receiver.device))
+    return ptr, torch.argsort(sender, stable=True)
+
+
 def build_batch(items: Sequence[Mapping], dtype: str | torch.dtype = torch.float32,
                 device: str | torch.device | None = None) -> dict:
     """The batch dict of docs/conventions.md (keys: :mod:`nnip_scale.data.keys`) from per-structure
@@ -54,7 +71,11 @@ def build_batch(items: Sequence[Mapping], dtype: str | torch.dtype = torch.float
     of these fills its batch key when every item has it and is left out when none has it (some
     items with and some without is an error), and ``stress`` [3,3] (or None) fills ``stress`` when
     every item has one. Float tensors are ``dtype``; everything is on ``device`` (default: CPU);
-    ``n_atoms``, ``n_structures``, ``n_edges`` are plain Python ints."""
+    ``n_atoms``, ``n_structures``, ``n_edges`` are plain Python ints.
+
+    The edges are sorted by receiver (``edge_index[0]``, stable: each structure's neighbour-list
+    order within a centre) and the batch carries their layout (:func:`edge_layout`), computed here
+    once per batch rather than in every kernel call."""
     if len(items) == 0:
         raise ValueError("build_batch: no structures; expected at least one item")
     dt = resolve_dtype(dtype)
@@ -62,6 +83,10 @@ def build_batch(items: Sequence[Mapping], dtype: str | torch.dtype = torch.float
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     n_edges_each = [np.shape(it["edge_index"])[1] for it in items]
     edge_index = np.concatenate([np.asarray(it["edge_index"]) + o for it, o in zip(items, offsets)], axis=1)
+    edge_shift = np.concatenate([np.asarray(it["edge_shift"]) for it in items]).reshape(-1, 3)
+    if edge_index.shape[1] > 1 and (np.diff(edge_index[0]) < 0).any():  # neighbour lists come in any order
+        by_receiver = np.argsort(edge_index[0], kind="stable")
+        edge_index, edge_shift = edge_index[:, by_receiver], edge_shift[by_receiver]
     f = lambda arr: torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=dt)  # noqa: E731
     i64 = lambda arr: torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64)).to(device=device)  # noqa: E731
     n_atoms = int(counts.sum())
@@ -74,8 +99,10 @@ def build_batch(items: Sequence[Mapping], dtype: str | torch.dtype = torch.float
         K.BATCH: i64(np.repeat(np.arange(S, dtype=np.int64), counts)),
         K.NUM_ATOMS: i64(counts),
         K.EDGE_INDEX: i64(edge_index),
-        K.EDGE_SHIFT: f(np.concatenate([np.asarray(it["edge_shift"]) for it in items]).reshape(-1, 3)),
+        K.EDGE_SHIFT: f(edge_shift),
     }
+    layout = edge_layout(torch.from_numpy(np.ascontiguousarray(edge_index, dtype=np.int64)), n_atoms)  # on the host
+    batch[K.EDGE_RECEIVER_PTR], batch[K.EDGE_SENDER_ORDER] = (t.to(device=device) for t in layout)
     for name, key in _OPTIONAL.items():
         have = sum(_has(it, name) for it in items)
         if have == 0:

@@ -18,6 +18,9 @@ BATCH: Final[str] = "batch"  # int64 [A], structure of each atom, sorted ascendi
 NUM_ATOMS: Final[str] = "num_atoms"  # int64 [S]
 EDGE_INDEX: Final[str] = "edge_index"  # int64 [2,E], row 0 centre i, row 1 neighbour j
 EDGE_SHIFT: Final[str] = "edge_shift"  # float [E,3], integer cell shifts: r_ij = pos[j] - pos[i] + S @ cell
+# the edge layout: build_batch sorts the edges by receiver (EDGE_INDEX[0] ascending, stable) and stores
+EDGE_RECEIVER_PTR: Final[str] = "edge_receiver_ptr"  # int64 [A+1], edges of atom i: ptr[i]:ptr[i+1]
+EDGE_SENDER_ORDER: Final[str] = "edge_sender_order"  # int64 [E], edges by ascending EDGE_INDEX[1], stable
 
 # --- labels and per-structure records (present in data batches; the calculator's batch has none)
 ENERGY: Final[str] = "energy"  # float [S], total eV
@@ -39,4 +42,6 @@ ENERGIES: Final[str] = "energies"  # float [A], per-atom energies (eV)
 PER_ATOM: Final[tuple[str, ...]] = (ATOMIC_NUMBERS, POSITIONS, BATCH, FORCES)
 PER_STRUCTURE: Final[tuple[str, ...]] = (CELL, PBC, NUM_ATOMS, ENERGY, STRESS, CHARGE, SPIN, STRUCTURE_INDEX)
 PER_EDGE: Final[tuple[str, ...]] = (EDGE_INDEX, EDGE_SHIFT)  # EDGE_INDEX along its second axis
+#: derived from EDGE_INDEX (batching.edge_layout): recomputed, never sliced, when the edges change
+EDGE_LAYOUT: Final[tuple[str, ...]] = (EDGE_RECEIVER_PTR, EDGE_SENDER_ORDER)
 SIZES: Final[tuple[str, ...]] = (N_ATOMS, N_STRUCTURES, N_EDGES)

@@ -105,10 +105,11 @@ class MACELayer(nn.Module):
                                                 requires_grad=old.requires_grad)
 
     def forward(self, h, sh, rbf, envelope, sender, receiver, element_slot, inv_avg_neighbors, n_atoms: int,
-                zero_row: bool = False):
+                zero_row: bool = False, receiver_ptr=None, sender_order=None):
         weights = (self.radial(rbf) * envelope.unsqueeze(-1)).view(rbf.shape[0], self.tp.n_paths, self.width)
         tp_backend = per_op_backend(self.backend, "channelwise_tp_scatter")
-        a = channelwise_tp_scatter(self.tp, weights, self.linear_up(h), sh, sender, receiver, n_atoms, backend=tp_backend)
+        a = channelwise_tp_scatter(self.tp, weights, self.linear_up(h), sh, sender, receiver, n_atoms, backend=tp_backend,
+                                   receiver_ptr=receiver_ptr, sender_order=sender_order)
         a = self.linear_message(a * inv_avg_neighbors)
         sc_backend = per_op_backend(self.backend, "symmetric_contraction")
         w = self.contraction_weights
@@ -353,6 +354,9 @@ class MACE(PotentialModel):
         z = batch["atomic_numbers"]
         n_atoms: int = batch["n_atoms"]
         receiver, sender = batch["edge_index"][0], batch["edge_index"][1]
+        # the collate's edge layout (data.batching.edge_layout; absent from a hand-made batch): spares the
+        # native interaction kernels their per-call sorts
+        layout = batch.get("edge_receiver_ptr"), batch.get("edge_sender_order")
         g = self.edge_geometry(edge_vec)
         unit, rbf, envelope, inv_avg = g.unit, g.rbf, g.envelope, g.inv_avg_neighbors
         sh = spherical_harmonics(self.sh_plan, unit, backend=per_op_backend(self.backend, "spherical_harmonics"))
@@ -360,7 +364,7 @@ class MACE(PotentialModel):
         h = self.embedding(z).unsqueeze(1)  # [A, 1 (ℓ = 0), C]
         energy = 0.0
         for layer, readout in zip(self.layers, self.readouts):
-            h = layer(h, sh, rbf, envelope, sender, receiver, slot, inv_avg, n_atoms, zero_row)
+            h = layer(h, sh, rbf, envelope, sender, receiver, slot, inv_avg, n_atoms, zero_row, *layout)
             energy = energy + readout(h[:, 0, :]).squeeze(-1)
         forces = None
         if isinstance(self.force_head, nn.Linear):

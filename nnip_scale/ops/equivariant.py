@@ -380,7 +380,8 @@ class ChannelwiseTPPlan(_Plan):
                 self.native_entry_sh, self.table("native_entry_coeff", dtype))
 
 
-def _ctp_torch(plan, weights, x, sh, sender, receiver, n_atoms):
+def _ctp_torch(plan, weights, x, sh, sender, receiver, n_atoms, receiver_ptr=None, sender_order=None):
+    # the edge layout only spares the native kernels their sorts: index_add needs none
     xj = gather_rows(x, sender, backend="torch")  # [E, I, C]
     parts = []
     for g, (lo, hi) in enumerate(plan.x_slices):
@@ -390,7 +391,7 @@ def _ctp_torch(plan, weights, x, sh, sender, receiver, n_atoms):
     return scatter_sum(msg, receiver, n_atoms, backend="torch").index_select(1, plan.out_order)
 
 
-def _ctp_cueq(plan, weights, x, sh, sender, receiver, n_atoms):
+def _ctp_cueq(plan, weights, x, sh, sender, receiver, n_atoms, receiver_ptr=None, sender_order=None):
     e, c = weights.shape[0], weights.shape[2]
     if e == 0:  # cuequivariance's naive path rejects an empty edge batch; the sum over no edges is 0
         return _ctp_torch(plan, weights, x, sh, sender, receiver, n_atoms)
@@ -467,10 +468,19 @@ def channelwise_tp_scatter(
     receiver: torch.Tensor,
     n_atoms: int,
     backend: str = "auto",
+    receiver_ptr: torch.Tensor | None = None,
+    sender_order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The MACE interaction: out[i] = Σ_{e: receiver[e]=i} w_e ⊙ (x[sender[e]] ⊗ sh_e) per path
     and channel. weights [E, P, C], x [A, I, C], sh [E, J], sender/receiver int64 [E] with values
-    in [0, A) / [0, n_atoms) -> [n_atoms, K, C] (ir_mul). Differentiable to any order."""
+    in [0, A) / [0, n_atoms) -> [n_atoms, K, C] (ir_mul). Differentiable to any order.
+
+    ``receiver_ptr`` int64 [n_atoms + 1] and ``sender_order`` int64 [E]: the edge layout of a batch
+    whose edges are sorted by receiver (:func:`nnip_scale.data.batching.edge_layout`, stored by the
+    collate as ``batch["edge_receiver_ptr"]`` / ``batch["edge_sender_order"]``). They spare the native
+    kernels their per-call sorts (forward by receiver, backward by sender); the result is the same bit
+    for bit. The native CPU kernels check them (one pass each; an inconsistent layout is an error);
+    the torch and cueq paths do not need them."""
     op = "nnip_scale.ops.channelwise_tp_scatter"
     if not all(isinstance(t, torch.Tensor) for t in (weights, x, sh, sender, receiver)):
         raise TypeError(f"{op}: weights, x, sh, sender and receiver must be tensors")
@@ -493,8 +503,14 @@ def channelwise_tp_scatter(
         if t.dim() != 1 or t.dtype != torch.int64 or t.shape[0] != e:
             raise ValueError(f"{op}: {name} must be a 1-D int64 tensor of E={e} entries, got shape {tuple(t.shape)} "
                              f"dtype {t.dtype}")
-    for name, t in (("weights", weights), ("sh", sh), ("sender", sender), ("receiver", receiver)):
-        if t.device != x.device:
+    for name, t, n in (("receiver_ptr", receiver_ptr, n_atoms + 1), ("sender_order", sender_order, e)):
+        if t is not None and (not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype != torch.int64 or t.shape[0] != n):
+            got = f"shape {tuple(t.shape)} dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{op}: {name} must be a 1-D int64 tensor of {n} entries "
+                             f"({'n_atoms + 1' if name == 'receiver_ptr' else 'E'}), got {got}")
+    for name, t in (("weights", weights), ("sh", sh), ("sender", sender), ("receiver", receiver),
+                    ("receiver_ptr", receiver_ptr), ("sender_order", sender_order)):
+        if t is not None and t.device != x.device:
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; expected one device")
     for name, t in (("weights", weights), ("sh", sh)):
         if t.dtype != x.dtype:
@@ -503,7 +519,7 @@ def channelwise_tp_scatter(
     if not is_native("channelwise_tp_scatter", impl):  # the native kernels range-check themselves
         check_index_range("channelwise_tp_scatter", "sender", sender, x.shape[0], "x.size(0)")
         check_index_range("channelwise_tp_scatter", "receiver", receiver, n_atoms, "n_atoms")
-    return impl(plan, weights, x, sh, sender, receiver, n_atoms)
+    return impl(plan, weights, x, sh, sender, receiver, n_atoms, receiver_ptr, sender_order)
 
 
 def symmetric_contraction(

@@ -38,10 +38,12 @@ from nnip_scale.ops._native import native_state
 NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
-def ctp_native(plan, weights, x, sh, sender, receiver, n_atoms):
-    """``channelwise_tp_scatter`` on the native kernels (the plan supplies the CG tables)."""
+def ctp_native(plan, weights, x, sh, sender, receiver, n_atoms, receiver_ptr=None, sender_order=None):
+    """``channelwise_tp_scatter`` on the native kernels (the plan supplies the CG tables; the batch's
+    edge layout, when given, spares the kernels their sorts)."""
     return torch.ops.nnip_scale.channelwise_tp_scatter(
-        weights, x, sh, sender, receiver, n_atoms, *plan.native_tables(x.dtype), plan.dense_pairs
+        weights, x, sh, sender, receiver, n_atoms, *plan.native_tables(x.dtype), plan.dense_pairs,
+        receiver_ptr, sender_order
     )
 
 
@@ -80,14 +82,17 @@ def _register() -> None:
             torch._check(t.dtype == x.dtype, lambda: f"{op}: weights, sh and entry_coeff must have x's dtype")
 
     @torch.library.register_fake(fwd_name)
-    def _(weights, x, sh, sender, receiver, n_atoms, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff, dense_pairs):
+    def _(weights, x, sh, sender, receiver, n_atoms, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff, dense_pairs,
+          receiver_ptr=None, sender_order=None):
         check_shapes(fwd_name, weights, x, sh, sender, receiver, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff)
+        check_layout(fwd_name, sh.shape[0], n_atoms, receiver_ptr, sender_order)
         return x.new_empty((n_atoms, path_of_k.shape[0], x.shape[2]))
 
     @torch.library.register_fake(bwd_name)
     def _(grad_out, weights, x, sh, sender, receiver, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff,
-          dense_pairs, need_weights, need_x, need_sh):
+          dense_pairs, need_weights, need_x, need_sh, receiver_ptr=None, sender_order=None):
         check_shapes(bwd_name, weights, x, sh, sender, receiver, path_of_k, pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff)
+        check_layout(bwd_name, sh.shape[0], grad_out.shape[0], receiver_ptr, sender_order)
         torch._check(grad_out.dim() == 3 and grad_out.shape[1] == path_of_k.shape[0] and grad_out.shape[2] == x.shape[2],
                      lambda: f"{bwd_name}: grad_out must be [N, K, C]")
         e = sh.shape[0]
@@ -97,20 +102,28 @@ def _register() -> None:
             x.new_empty((e if need_sh else 0, sh.shape[1])),
         )
 
+    def check_layout(op, e, n_receivers, receiver_ptr, sender_order):
+        if receiver_ptr is not None:
+            torch._check(receiver_ptr.dim() == 1 and receiver_ptr.shape[0] == n_receivers + 1,
+                         lambda: f"{op}: receiver_ptr must be [n_atoms + 1]")
+        if sender_order is not None:
+            torch._check(sender_order.dim() == 1 and sender_order.shape[0] == e, lambda: f"{op}: sender_order must be [E]")
+
     # ------------------------------------------------------------------ autograd of the forward
     def fwd_setup(ctx, inputs, output):
-        weights, x, sh, sender, receiver, n_atoms, *tables, dense_pairs = inputs
-        ctx.save_for_backward(weights, x, sh, sender, receiver, *tables)
+        weights, x, sh, sender, receiver, n_atoms, *rest = inputs
+        tables, dense_pairs, receiver_ptr, sender_order = rest[:6], rest[6], rest[7], rest[8]
+        ctx.save_for_backward(weights, x, sh, sender, receiver, *tables, receiver_ptr, sender_order)
         ctx.dense_pairs = dense_pairs
 
     def fwd_backward(ctx, grad):
-        weights, x, sh, sender, receiver, *tables = ctx.saved_tensors
+        weights, x, sh, sender, receiver, *tables, receiver_ptr, sender_order = ctx.saved_tensors
         nw, nx, nsh = ctx.needs_input_grad[:3]
-        none = (None,) * 10
+        none = (None,) * 12
         if not (nw or nx or nsh):
             return (None, None, None) + none
         gw, gx, gsh = ops.channelwise_tp_scatter_backward(
-            grad, weights, x, sh, sender, receiver, *tables, ctx.dense_pairs, nw, nx, nsh
+            grad, weights, x, sh, sender, receiver, *tables, ctx.dense_pairs, nw, nx, nsh, receiver_ptr, sender_order
         )
         return (gw if nw else None, gx if nx else None, gsh if nsh else None) + none
 
@@ -119,12 +132,12 @@ def _register() -> None:
     # ------------------------------------------------------------------ autograd of the backward
     def bwd_setup(ctx, inputs, output):
         grad_out, weights, x, sh, sender, receiver, *rest = inputs
-        tables, (dense_pairs, nw, nx, nsh) = rest[:6], rest[6:]
-        ctx.save_for_backward(grad_out, weights, x, sh, sender, receiver, *tables)
+        tables, (dense_pairs, nw, nx, nsh, receiver_ptr, sender_order) = rest[:6], rest[6:]
+        ctx.save_for_backward(grad_out, weights, x, sh, sender, receiver, *tables, receiver_ptr, sender_order)
         ctx.dense_pairs, ctx.computed = dense_pairs, (nw, nx, nsh)
 
     def bwd_backward(ctx, ggw, ggx, ggsh):
-        g, w, x, sh, sender, receiver, *tables = ctx.saved_tensors
+        g, w, x, sh, sender, receiver, *tables, receiver_ptr, sender_order = ctx.saved_tensors
         dense = ctx.dense_pairs
         # upstream gradients of the outputs that were computed (the others come back as 0-row tensors)
         ggw, ggx, ggsh = (t if (c and t is not None) else None for t, c in zip((ggw, ggx, ggsh), ctx.computed))
@@ -132,10 +145,12 @@ def _register() -> None:
         n_atoms = g.shape[0]
 
         def fwd(a, b, c):
-            return ops.channelwise_tp_scatter(a, b, c, sender, receiver, n_atoms, *tables, dense)
+            return ops.channelwise_tp_scatter(a, b, c, sender, receiver, n_atoms, *tables, dense, receiver_ptr,
+                                              sender_order)
 
         def bwd(a, b, c, nw, nx, nsh):
-            return ops.channelwise_tp_scatter_backward(g, a, b, c, sender, receiver, *tables, dense, nw, nx, nsh)
+            return ops.channelwise_tp_scatter_backward(g, a, b, c, sender, receiver, *tables, dense, nw, nx, nsh,
+                                                       receiver_ptr, sender_order)
 
         d_g = d_w = d_x = d_sh = None
 
@@ -161,7 +176,7 @@ def _register() -> None:
             bw, bx, _ = bwd(w, x, ggsh, need_w, need_x, False)
             d_w = add(d_w, bw) if need_w else d_w
             d_x = add(d_x, bx) if need_x else d_x
-        return (d_g, d_w, d_x, d_sh) + (None,) * 12
+        return (d_g, d_w, d_x, d_sh) + (None,) * 14
 
     torch.library.register_autograd(bwd_name, bwd_backward, setup_context=bwd_setup)
 
@@ -169,13 +184,13 @@ def _register() -> None:
     @register_flop_formula(ops.channelwise_tp_scatter)
     def _(weights_shape, x_shape, sh_shape, sender_shape, receiver_shape, n_atoms, path_of_k_shape, *args,
           out_shape=None, **kwargs) -> int:
-        dense_pairs = args[-1]
+        dense_pairs = args[5]  # after pair_ptr, pair_x, entry_ptr, entry_sh, entry_coeff
         return forward_flops(int(sh_shape[0]), int(x_shape[2]), int(sh_shape[1]), int(path_of_k_shape[0]), int(dense_pairs))
 
     @register_flop_formula(ops.channelwise_tp_scatter_backward)
     def _(grad_shape, weights_shape, x_shape, sh_shape, sender_shape, receiver_shape, path_of_k_shape, *args,
           out_shape=None, **kwargs) -> int:
-        dense_pairs, nw, nx, nsh = args[-4:]
+        dense_pairs, nw, nx, nsh = args[5:9]
         return backward_flops(int(sh_shape[0]), int(x_shape[2]), int(x_shape[1]), int(sh_shape[1]),
                               int(path_of_k_shape[0]), int(grad_shape[0]), int(dense_pairs), nw, nx, nsh)
 

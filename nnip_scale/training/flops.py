@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nnip_scale.data import keys as K
+from nnip_scale.data.batching import edge_layout
 
 
 def _numel(shape) -> int:
@@ -63,13 +64,16 @@ def slice_batch(batch: dict, k: int) -> dict:
     edge_mask = batch[K.EDGE_INDEX][0] < n_atoms
     out = dict(batch)
     for key in K.PER_ATOM:
-        out[key] = batch[key][:n_atoms]
+        if key in batch:  # an unlabelled batch has no forces
+            out[key] = batch[key][:n_atoms]
     for key in K.PER_STRUCTURE:
         if key in batch:
             out[key] = batch[key][:k]
     out[K.EDGE_INDEX] = batch[K.EDGE_INDEX][:, edge_mask]
     out[K.EDGE_SHIFT] = batch[K.EDGE_SHIFT][edge_mask]
     out[K.N_ATOMS], out[K.N_STRUCTURES], out[K.N_EDGES] = n_atoms, k, int(edge_mask.sum())
+    if K.EDGE_RECEIVER_PTR in batch:  # the edges are sorted by receiver, so the kept ones still are
+        out[K.EDGE_RECEIVER_PTR], out[K.EDGE_SENDER_ORDER] = edge_layout(out[K.EDGE_INDEX], n_atoms)
     return out
 
 

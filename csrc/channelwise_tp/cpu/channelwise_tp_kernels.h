@@ -65,7 +65,8 @@ inline void forward_edge_block(const TPTables& t, const T* __restrict m, const T
 }
 
 // Forward: out [N, K, C] (written entirely). rcv_ptr [N + 1] / rcv_order [E] from sort_by_key on
-// the receivers; sender values in [0, A).
+// the receivers, or rcv_order nullptr when the edges are already sorted by receiver
+// (segments_of_grouped); sender values in [0, A).
 template <typename T>
 void channelwise_tp_forward(const T* w, const T* x, const T* sh, const int64_t* sender,
                             const int64_t* rcv_ptr, const int64_t* rcv_order, const TPTables& t,
@@ -88,12 +89,12 @@ void channelwise_tp_forward(const T* w, const T* x, const T* sh, const int64_t* 
       std::memset(acc, 0, sizeof(T) * row);
       for (int64_t s_ = rcv_ptr[r]; s_ < rcv_ptr[r + 1]; ++s_) {
         if (s_ + kPrefetchDistance < E) {
-          const int64_t en = rcv_order[s_ + kPrefetchDistance];
+          const int64_t en = item_at(rcv_order, s_ + kPrefetchDistance);
           prefetch_row(x + sender[en] * I * C, I * C);
           prefetch_row(w + en * P * C, P * C);
           prefetch_row(sh + en * J, J);
         }
-        const int64_t e = rcv_order[s_];
+        const int64_t e = item_at(rcv_order, s_);
         const T* xs = x + sender[e] * I * C;
         const T* we = w + e * P * C;
         pair_coefficients(t, coeff, sh + e * J, m.data());

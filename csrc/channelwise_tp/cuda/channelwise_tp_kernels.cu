@@ -28,7 +28,8 @@ __device__ inline int64_t row_of_pair(const TPTables& t, int64_t q) {
   return lo;
 }
 
-// Loads chunk [c0, c0 + n) of a segment into shared memory: its edge ids, their other endpoint (the
+// Loads chunk [c0, c0 + n) of a segment into shared memory (segment positions index `order`, or are the
+// edge ids themselves when order is nullptr: edges already sorted by the segment key): its edge ids, their other endpoint (the
 // sender in the forward, the receiver in the backward; -1 when outside [0, n_other)) and their m_e[q].
 // Every thread of the block calls it (the caller synchronises before and after).
 template <typename T>
@@ -38,13 +39,13 @@ __device__ inline void load_chunk(const TPTables& t, const T* __restrict__ coeff
                                   T* m) {
   const int bd = blockDim.x, tid = threadIdx.x;
   for (int64_t i = tid; i < n; i += bd) {
-    const int64_t e = __ldg(order + c0 + i), o = __ldg(other + e);
+    const int64_t e = order ? __ldg(order + c0 + i) : c0 + i, o = __ldg(other + e);
     eid[i] = e;
     oth[i] = (o >= 0 && o < n_other) ? o : -1;
   }
   for (int64_t i = tid; i < n * t.Q; i += bd) {
     const int64_t el = i / t.Q, q = i - el * t.Q;
-    m[i] = pair_coefficient(t, coeff, sh + __ldg(order + c0 + el) * J, q);
+    m[i] = pair_coefficient(t, coeff, sh + (order ? __ldg(order + c0 + el) : c0 + el) * J, q);
   }
 }
 

@@ -39,7 +39,7 @@ int tp_block_threads(int64_t n);
 
 // The launchers, templates over T = float / double (explicitly instantiated in the .cu).
 // Forward: out [N, K, C] (written entirely). seg_ptr [N + 1] / order [E]: the edges grouped by receiver
-// (stable: increasing edge id within a receiver).
+// (stable: increasing edge id within a receiver); order nullptr: the edges are sorted by receiver.
 template <typename T>
 cudaError_t tp_forward(const T* w, const T* x, const T* sh, const int64_t* sender, const int64_t* seg_ptr,
                        const int64_t* order, const TPTables& t, const T* coeff, T* out, int64_t N, int64_t A,

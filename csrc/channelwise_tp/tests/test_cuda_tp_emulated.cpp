@@ -3,7 +3,8 @@
 // blocks' shared memory and __syncthreads are real; blocks in turn, at most 3, so the grid-stride loops
 // wrap): forward, grad_x + grad_w, grad_sh, with random tables, channel counts below / across a warp,
 // edge chunks of 1, 3 and the default (segments crossing chunk boundaries), an atom without edges, a
-// receiver without edges, no edges at all, and out-of-range edge indices (contribute nothing).
+// receiver without edges, no edges at all, out-of-range edge indices (contribute nothing), and edges sorted
+// by receiver read without an order array (the batch's edge layout).
 #include "tests/emulation/cuda_emulation.h"
 // (the emulation header first: the .cu below is compiled as host code)
 #include "channelwise_tp/cuda/channelwise_tp_kernels.cu"
@@ -68,6 +69,32 @@ static Result run_emulated(const Problem& p, const std::vector<int64_t>& snd, co
   return r;
 }
 
+// The edges sorted by receiver (a collated batch) and the forward kernel given no order (the glue passes the
+// batch's receiver_ptr and a null order): the output of the unsorted problem.
+static void check_sorted_edges_need_no_order(const Problem& p, int64_t chunk) {
+  const Case& c = p.c;
+  std::vector<int64_t> perm(p.E);
+  for (int64_t e = 0; e < p.E; ++e) perm[e] = e;
+  std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return p.rcv[a] < p.rcv[b]; });
+  std::vector<double> w(p.w.size()), sh(p.sh.size());
+  std::vector<int64_t> snd(p.E), ptr(p.N + 1, 0);
+  for (int64_t e = 0; e < p.E; ++e) {
+    const int64_t f = perm[e];
+    std::copy(p.w.begin() + f * c.P * p.C, p.w.begin() + (f + 1) * c.P * p.C, w.begin() + e * c.P * p.C);
+    std::copy(p.sh.begin() + f * c.J, p.sh.begin() + (f + 1) * c.J, sh.begin() + e * c.J);
+    snd[e] = p.snd[f];
+    ++ptr[p.rcv[f] + 1];
+  }
+  for (int64_t r = 0; r < p.N; ++r) ptr[r + 1] += ptr[r];
+  std::vector<double> out(p.out.size(), 7.0);
+  const TPTables t = c.tables();
+  emulate_launch(blocks(p.N), cuda::tp_block_threads(p.C), [&] {
+    cuda::tp_forward_kernel<double>(w.data(), p.x.data(), sh.data(), snd.data(), ptr.data(), nullptr, t,
+                                    c.coeff.data(), out.data(), p.N, p.A, c.P, c.I, c.J, p.C, chunk);
+  });
+  near(out, p.out);
+}
+
 static void check_problem(uint64_t seed, int64_t A, int64_t E, int64_t C) {
   const Problem p = make_problem(seed, A, E, C);
   const int64_t fit = cuda::tp_edge_chunk(p.c.tables().Q, sizeof(double));
@@ -78,6 +105,7 @@ static void check_problem(uint64_t seed, int64_t A, int64_t E, int64_t C) {
     near(r.gw, p.gw);
     near(r.gx, p.gx);
     near(r.gsh, p.gsh);
+    check_sorted_edges_need_no_order(p, chunk);
   }
   if (E < 2) return;
   // edge 0 with an out-of-range sender and edge 1 with an out-of-range receiver contribute nothing: the
