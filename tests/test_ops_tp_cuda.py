@@ -114,3 +114,34 @@ def test_cuda_deterministic_and_empty():
     gw, gx, gsh = call_bwd(plan, torch.randn_like(out), e0[0], x, e0[2], e0[3], e0[4], (True, True, True))
     assert gw.shape[0] == 0 and gsh.shape[0] == 0 and not gx.abs().any()
     assert call_fwd(plan, e0[0], x, e0[2], e0[3], e0[4], 0).shape == (0, out.shape[1], 16)
+
+
+@needs_cuda
+def test_cuda_edge_layout_needs_no_sort_and_changes_no_bit():
+    """A collated batch's edge layout (edges sorted by receiver; receiver_ptr, sender_order): the CUDA glue
+    uses it instead of its device sorts; forward and every gradient are bitwise those without it, and
+    match the CPU kernels (fp64)."""
+    from nnip_scale.data.batching import edge_layout
+
+    plan, n = plan_for(2, 33), 60
+    w, x, sh, snd, rcv = inputs(plan, n, 900, 33, seed=7)
+    by_receiver = torch.argsort(rcv, stable=True)
+    w, sh, snd, rcv = w[by_receiver], sh[by_receiver], snd[by_receiver], rcv[by_receiver]
+    ptr, order = edge_layout(torch.stack([rcv, snd]), n)
+    tables = plan.native_tables(F64)
+    ops = torch.ops.nnip_scale
+
+    def run(device, layout):
+        args = [t.to(device) for t in (w, x, sh, snd, rcv)]
+        extra = [t.to(device) for t in (ptr, order)] if layout else [None, None]
+        tb = [t.to(device) for t in tables]
+        out = ops.channelwise_tp_scatter(*args, n, *tb, plan.dense_pairs, *extra)
+        g = torch.linspace(-1, 1, out.numel(), dtype=F64, device=device).reshape(out.shape)
+        grads = ops.channelwise_tp_scatter_backward(g, *args, *tb, plan.dense_pairs, True, True, True, *extra)
+        return [out, *grads]
+
+    with_layout, without = run("cuda", True), run("cuda", False)
+    for a, b in zip(with_layout, without, strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(with_layout, run("cpu", True), strict=True):
+        assert rel_err(a, b) <= 1e-12
