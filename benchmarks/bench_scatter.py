@@ -3,7 +3,8 @@
 Compares nnip_scale's native op with ``Tensor.index_add_``, ``Tensor.scatter_reduce_(reduce='sum')``
 and torch-scatter (when installed), forward and forward+backward (grad w.r.t. the edge features),
 fp32, median wall time of ``--repeats`` runs after warm-up, methods interleaved round-robin
-(CUDA: synchronised).
+(CUDA: synchronised). The native op's achieved bandwidth (the least memory traffic of the pass over its
+time) is reported, on CUDA as a share of the device's DRAM peak (``--peak-gbps`` to override).
 
     python benchmarks/bench_scatter.py                       # print the table
     python benchmarks/bench_scatter.py --write benchmarks/RESULTS.md
@@ -68,10 +69,33 @@ def run(device: torch.device, n_atoms: int, n_edges: int, features: list[int], r
     return list(methods), rows
 
 
+def peak_bandwidth_gbps(device: torch.device, override: float | None = None) -> float | None:
+    """The memory bandwidth the achieved one is compared with (GB/s): ``override`` (``--peak-gbps``), else on
+    CUDA the device's DRAM peak from its properties (2 transfers per memory clock × bus width), else None."""
+    if override:
+        return float(override)
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9 if clock_khz and bus_bits else None
+
+
+def min_traffic_bytes(n_edges: int, n_atoms: int, features: int, elem: int = 4) -> tuple[int, int]:
+    """The least memory traffic of (forward, forward+backward): the forward reads the edge rows and the index
+    and writes the atom rows once; the backward (a gather) reads the atom-row gradient and the index and
+    writes the edge-row gradient once."""
+    fwd = n_edges * features * elem + n_edges * 8 + n_atoms * features * elem
+    return fwd, 2 * fwd
+
+
 def _table(names, rows, args, device) -> str:
     by = {(F, n): (a, b) for F, n, a, b in rows}
     feats = sorted({r[0] for r in rows})
     machine = machine_description(device)
+    peak = peak_bandwidth_gbps(device, args.peak_gbps)
+    peak_text = (f"{peak:,.0f} GB/s ({'--peak-gbps' if args.peak_gbps else 'from the device properties'})"
+                 if peak else "none on the CPU")
     lines = [
         f"Scatter-sum, fp32, {args.atoms} atoms, {args.edges} edges, device `{device.type}` "
         f"({machine}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -79,15 +103,21 @@ def _table(names, rows, args, device) -> str:
         f"1-min load average {os.getloadavg()[0]:.1f} at the end (a busy machine inflates all times).",
         f"Command: `{command_line()}`",
         "",
-        "| F | pass | " + " | ".join(f"{n} (ms)" for n in names) + " | index_add_ / native |",
-        "|---|---|" + "---|" * len(names) + "---|",
+        f"native GB/s: the least memory traffic of the pass (forward: edge rows and index read, atom rows "
+        f"written once; backward the same for the gather) over its median time; peak: {peak_text}.",
+        "",
+        "| F | pass | " + " | ".join(f"{n} (ms)" for n in names) + " | index_add_ / native | native GB/s | of peak |",
+        "|---|---|" + "---|" * len(names) + "---|---|---|",
     ]
     for F in feats:
+        traffic = min_traffic_bytes(args.edges, args.atoms, F)
         for k, label in ((0, "fwd"), (1, "fwd+bwd")):
             vals = [by[(F, n)][k] for n in names]
             ratio = by[(F, "index_add_")][k] / by[(F, "native")][k] if "native" in names else float("nan")
+            gbps = traffic[k] / (by[(F, "native")][k] * 1e-3) / 1e9 if "native" in names else float("nan")
+            share = f"{100 * gbps / peak:.0f} %" if peak else "—"
             lines.append(
-                f"| {F} | {label} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {ratio:.2f}× |"
+                f"| {F} | {label} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {ratio:.2f}× | {gbps:.1f} | {share} |"
             )
     return "\n".join(lines)
 
@@ -101,6 +131,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     p.add_argument("--write", metavar="RESULTS_MD", help="replace the bench_scatter:<device> section")
+    p.add_argument("--peak-gbps", type=float, default=None,
+                   help="the memory bandwidth to compare with (GB/s; default on CUDA: the device's DRAM peak)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

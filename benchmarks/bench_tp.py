@@ -24,6 +24,8 @@ Methods run round-robin within each case (machine load hits them alike); medians
     python benchmarks/bench_tp.py                                  # print the tables
     python benchmarks/bench_tp.py --write benchmarks/RESULTS.md    # also replace the bench_tp section
     python benchmarks/bench_tp.py --edges 100000 --skip-model --section bench_tp:e100k --write ...  # a split run
+    python benchmarks/bench_tp.py --device cuda --write ...   # op level on a GPU (section bench_tp:cuda; the
+                                   # native CUDA kernels called directly until registered; peak = allocator peak)
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ from _bench_ops import (  # noqa: E402
 
 from nnip_scale.nn.irreps import channelwise_tp_descriptor  # noqa: E402
 from nnip_scale.ops import available_backends, native_supports  # noqa: E402
+from nnip_scale.ops._native import native_state  # noqa: E402
 from nnip_scale.ops.equivariant import ChannelwiseTPPlan, channelwise_tp_scatter  # noqa: E402
+from nnip_scale.ops.tp_native import ctp_native  # noqa: E402
 
 PASSES = ("fwd", "fwd+bwd", "fwd+bwd+dbl")
 # per-edge E×K×C-sized tensors a reference holds at its peak, per pass (an estimate, checked against the
@@ -62,29 +66,38 @@ REF_EDGE_TENSORS = {
 WARMUP_EDGES = 2_000  # large cases warm up on this many edges (one-time costs, not a full-size call)
 
 
-def _case(ell: int, channels: int, n_edges: int, n_atoms: int, dtype, seed: int = 0):
-    plan = ChannelwiseTPPlan(channelwise_tp_descriptor(tuple(range(ell + 1)), ell, ell, channels)[0])
+def _case(ell: int, channels: int, n_edges: int, n_atoms: int, dtype, seed: int = 0, device="cpu"):
+    plan = ChannelwiseTPPlan(channelwise_tp_descriptor(tuple(range(ell + 1)), ell, ell, channels)[0]).to(device)
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n_edges, plan.n_paths, channels, generator=g, dtype=dtype)
     x = torch.randn(n_atoms, plan.dim_x, channels, generator=g, dtype=dtype)
     sh = torch.randn(n_edges, plan.dim_sh, generator=g, dtype=dtype)
     receiver = torch.sort(torch.randint(0, n_atoms, (n_edges,), generator=g)).values
     sender = torch.randint(0, n_atoms, (n_edges,), generator=g)
-    return plan, w, x, sh, sender, receiver
+    return (plan, *(t.to(device) for t in (w, x, sh, sender, receiver)))
+
+
+def _call(backend: str, plan, w, x, sh, sender, receiver, n_atoms):
+    """The interaction on ``backend``. The native CUDA kernels are not registered with the resolver until their
+    tests have run on a GPU (docs/ops.md), so on CUDA the benchmark calls them directly, as the registered
+    implementation would (the same op, with its autograd)."""
+    if backend == "native" and x.is_cuda:
+        return ctp_native(plan, w, x, sh, sender, receiver, n_atoms)
+    return channelwise_tp_scatter(plan, w, x, sh, sender, receiver, n_atoms, backend=backend)
 
 
 def _pass_fn(kind: str, backend: str, plan, w, x, sh, sender, receiver, n_atoms):
     if kind == "fwd":
-        return lambda: channelwise_tp_scatter(plan, w, x, sh, sender, receiver, n_atoms, backend=backend)
+        return lambda: _call(backend, plan, w, x, sh, sender, receiver, n_atoms)
     leaves = [t.clone().requires_grad_(True) for t in (w, x, sh)]
-    g_out = torch.ones(n_atoms, plan.dim_out, w.shape[2], dtype=w.dtype)
+    g_out = torch.ones(n_atoms, plan.dim_out, w.shape[2], dtype=w.dtype, device=w.device)
 
     def fwd_bwd():
-        out = channelwise_tp_scatter(plan, *leaves, sender, receiver, n_atoms, backend=backend)
+        out = _call(backend, plan, *leaves, sender, receiver, n_atoms)
         return torch.autograd.grad(out, leaves, g_out)
 
     def fwd_bwd_dbl():
-        out = channelwise_tp_scatter(plan, *leaves, sender, receiver, n_atoms, backend=backend)
+        out = _call(backend, plan, *leaves, sender, receiver, n_atoms)
         grads = torch.autograd.grad(out, leaves, g_out, create_graph=True)
         loss = sum(t.square().sum() for t in grads)
         return torch.autograd.grad(loss, leaves)
@@ -101,8 +114,7 @@ def _head(e: int, *tensors):
 def _saved_bytes(backend: str, plan, w, x, sh, sender, receiver, n_atoms) -> int:
     """Bytes of the distinct tensors autograd saves in the forward for the backward."""
     leaves = [t.clone().requires_grad_(True) for t in (w, x, sh)]
-    return saved_bytes(lambda: channelwise_tp_scatter(plan, *leaves, sender, receiver, n_atoms, backend=backend),
-                       [*leaves, sender, receiver])
+    return saved_bytes(lambda: _call(backend, plan, *leaves, sender, receiver, n_atoms), [*leaves, sender, receiver])
 
 
 def peak_child(spec: dict) -> dict:
@@ -130,6 +142,16 @@ def _peak_mb(method: str, ell: int, channels: int, n_edges: int, n_atoms: int, a
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"] / 2**20
 
 
+def _cuda_peak_mb(fn) -> float:
+    """How far one call raises the CUDA allocator's peak above what is allocated before it (MB)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
 def _skip_reason(method: str, kind: str, ell: int, n_edges: int, per_edge: int, args) -> str | None:
     """Why a reference method does not run a pass (a cell's "— (…)"), or None."""
     if method == "native":
@@ -155,7 +177,11 @@ def _mem(values: dict) -> str:
 
 def op_benchmark(args) -> list[str]:
     dtype = getattr(torch, args.dtype)
-    methods = ["native"] if native_supports("channelwise_tp_scatter", "cpu", dtype, ell=max(args.ells)) else []
+    cuda = args.device == "cuda"
+    if cuda:
+        methods = ["native"] if native_state()["ok"] and native_state()["with_cuda"] else []
+    else:
+        methods = ["native"] if native_supports("channelwise_tp_scatter", "cpu", dtype, ell=max(args.ells)) else []
     methods.append("torch")
     if "cueq" in available_backends() and not args.no_cueq:
         methods.append("cueq")
@@ -170,21 +196,28 @@ def op_benchmark(args) -> list[str]:
         repeats = args.repeats_large if large else args.repeats
         for channels in args.channels:
             for ell in args.ells:
-                plan, w, x, sh, snd, rcv = _case(ell, channels, n_edges, n_atoms, dtype)
+                plan, w, x, sh, snd, rcv = _case(ell, channels, n_edges, n_atoms, dtype, device=args.device)
                 head = _head(min(n_edges, WARMUP_EDGES), w, sh, snd, rcv)
                 per_edge = n_edges * plan.dim_out * channels * w.element_size()
                 fits = {kind: [m for m in methods if _skip_reason(m, kind, ell, n_edges, per_edge, args) != "memory"]
                         for kind in ("fwd", "fwd+bwd")}
                 saved = {m: _saved_bytes(m, plan, w, x, sh, snd, rcv, n_atoms) / 2**20 for m in fits["fwd"]}
-                peak = ({} if args.skip_peak else
-                        {m: _peak_mb(m, ell, channels, n_edges, n_atoms, args) for m in fits["fwd+bwd"]})
+                if args.skip_peak:
+                    peak = {}
+                elif cuda:  # in this process: the allocator's peak (a warm-up on the first edges first)
+                    peak = {}
+                    for m in fits["fwd+bwd"]:
+                        _pass_fn("fwd+bwd", m, plan, head[0], x, head[1], head[2], head[3], n_atoms)()
+                        peak[m] = _cuda_peak_mb(_pass_fn("fwd+bwd", m, plan, w, x, sh, snd, rcv, n_atoms))
+                else:
+                    peak = {m: _peak_mb(m, ell, channels, n_edges, n_atoms, args) for m in fits["fwd+bwd"]}
                 for kind in PASSES if n_edges <= args.dbl_max_edges else PASSES[:2]:
                     skip = {m: _skip_reason(m, kind, ell, n_edges, per_edge, args) for m in methods}
                     run = [m for m in methods if skip[m] is None]
                     fns = {m: _pass_fn(kind, m, plan, w, x, sh, snd, rcv, n_atoms) for m in run}
                     warm = ({m: _pass_fn(kind, m, plan, head[0], x, head[1], head[2], head[3], n_atoms) for m in run}
                             if large else None)
-                    t = median_interleaved(fns, repeats, warmup_fns=warm)
+                    t = median_interleaved(fns, repeats, warmup_fns=warm, device=args.device)
                     del fns, warm  # free the inputs' clones before the next pass builds its own
                     lines.append(f"| {n_edges:,} | {channels} | {ell} | {kind} | {_cell(t, skip, 'native')} | "
                                  f"{_cell(t, skip, 'torch')} | {_cell(t, skip, 'cueq')} | {_ratio(t, 'torch')} | "
@@ -265,11 +298,22 @@ def main(argv=None) -> None:
                    help="run cueq's double backward only up to this E")
     p.add_argument("--no-cueq", action="store_true", help="leave cuequivariance's CPU path out")
     p.add_argument("--skip-peak", action="store_true", help="do not measure the peak memory of forward+backward")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the op level on the GPU (native CUDA kernels called directly, torch, cueq); the model "
+                        "level stays on the CPU and is skipped")
     add_report_args(p, "bench_tp", repeats=5, widths=[16, 32, 64], model_repeats=9)
     p.set_defaults(channels=[16, 64, 128])
     args = p.parse_args(argv)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device")
+        args.skip_model = True  # MACE's native CUDA ops are not registered yet: the model level runs on the CPU
+        if args.machine == p.get_default("machine"):
+            args.machine = torch.cuda.get_device_name()
+        if args.section == "bench_tp":
+            args.section = "bench_tp:cuda"
     heading = (
-        f"### Op level ({args.dtype}; atoms = E / {args.neighbors}; receivers sorted, senders random; "
+        f"### Op level ({args.dtype}, {args.device}; atoms = E / {args.neighbors}; receivers sorted, senders random; "
         f"median of {args.repeats} rounds, {args.repeats_large} from E = {args.large_edges:,}; "
         "ℓ = hidden = harmonics = output ℓ max)"
     )

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One prepared GPU session (docs/ops.md, "A GPU session, prepared"): run from the repository root on a lent
+# H100/H200 (the `device` tool), e.g. with `run(command="bash benchmarks/gpu_session.sh", carry=[".whl"],
+# timeout_s=590)`. Needs Python with a CUDA torch (the device image's python3), nvcc and CMake; the wheels the
+# tests need that the image lacks go in .whl/ (docs/ops.md lists them) and are installed into /tmp/site.
+#
+# Steps (each runs even if an earlier one failed, each under its own time limit; the summary says which
+# passed): build the extension in place with the CUDA kernels (sm_90), the C++ tests (the GPU ctests run
+# there), the GPU pytest files, the scatter benchmark (achieved bandwidth against the HBM peak) and the
+# interaction benchmark (native CUDA kernels vs torch vs cueq when installed). Logs and the benchmark tables
+# (RESULTS-gpu.md, sections to copy into benchmarks/RESULTS.md) go to $OUT (default ./gpu-out): seven files,
+# within what the device tool brings back.
+set -uo pipefail
+out=${OUT:-gpu-out}
+mkdir -p "$out"
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+# .ci/ctest.sh calls `python`: make it the one with the CUDA torch
+mkdir -p /tmp/gpu-session-bin && ln -sf "$(command -v "$py")" /tmp/gpu-session-bin/python
+export PATH=/tmp/gpu-session-bin:$PATH
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+  "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+} >"$out/summary.txt"
+step() {  # step NAME SECONDS COMMAND...: run COMMAND with its output in $out/NAME.log
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name ($(date -u +%H:%M:%S))"
+  local t0=$SECONDS rc=0
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1 || rc=$?
+  tail -n 6 "$out/$name.log"
+  if [ "$rc" -eq 0 ]; then line="$name: ok ($((SECONDS - t0)) s)"; else line="$name: FAILED rc=$rc ($((SECONDS - t0)) s)"; fi
+  echo "$line" >>"$out/summary.txt"  # written as it goes: a run stopped at the call's limit keeps it
+}
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+step build 200 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="$(nproc)" "$py" setup.py build_ext --inplace
+step ctest 150 bash .ci/ctest.sh
+step pytest 200 "$py" -m pytest -q -p no:cacheprovider -rs tests/test_ops_tp_cuda.py tests/test_ops_so2_cuda.py \
+  tests/test_ops_sc_native.py tests/test_ops_scatter.py
+step bench_scatter 90 "$py" benchmarks/bench_scatter.py --device cuda --write "$out/RESULTS-gpu.md"
+step bench_tp 200 "$py" benchmarks/bench_tp.py --device cuda --repeats 10 --write "$out/RESULTS-gpu.md"
+cat "$out/summary.txt"
