@@ -30,32 +30,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_ops import add_report_args, median_interleaved, paired_mace_steps, run_report, step_row  # noqa: E402
 
 from nnip_scale.nn.irreps import symmetric_contraction_polynomial  # noqa: E402
-from nnip_scale.ops import native_supports  # noqa: E402
+from nnip_scale.ops import available_backends, native_supports  # noqa: E402
+from nnip_scale.ops._native import native_state  # noqa: E402
 from nnip_scale.ops.equivariant import PolynomialPlan, symmetric_contraction  # noqa: E402
+from nnip_scale.ops.sc_native import sc_native  # noqa: E402
 
 
-def _case(ell: int, correlation: int, channels: int, n_atoms: int, n_elements: int, dtype, seed: int = 0):
+def _case(ell: int, correlation: int, channels: int, n_atoms: int, n_elements: int, dtype, seed: int = 0,
+          device="cpu"):
     ells = tuple(range(ell + 1))
-    plan = PolynomialPlan(symmetric_contraction_polynomial(ells, ells, channels, correlation), weighted=True)
+    plan = PolynomialPlan(symmetric_contraction_polynomial(ells, ells, channels, correlation), weighted=True).to(device)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n_atoms, plan.n_x, channels, generator=g, dtype=dtype)
     w = torch.randn(n_elements, plan.n_weights, channels, generator=g, dtype=dtype)
     index = torch.randint(0, n_elements, (n_atoms,), generator=g)
-    return plan, x, w, index
+    return plan, x.to(device), w.to(device), index.to(device)
+
+
+def _call(backend: str, plan, x, w, index):
+    """The contraction on ``backend``. Its native CUDA kernels are not registered with the resolver until their
+    tests have run on a GPU (docs/ops.md), so on CUDA the benchmark calls them directly, as the registered
+    implementation would (the same op, with its autograd)."""
+    if backend == "native" and x.is_cuda:
+        return sc_native(plan, x, w, index)
+    return symmetric_contraction(plan, x, w, index, backend=backend)
 
 
 def _pass_fn(kind: str, backend: str, plan, x, w, index):
     if kind == "fwd":
-        return lambda: symmetric_contraction(plan, x, w, index, backend=backend)
+        return lambda: _call(backend, plan, x, w, index)
     leaves = [x.clone().requires_grad_(True), w.clone().requires_grad_(True)]
-    g_out = torch.ones(x.shape[0], plan.n_out, x.shape[2], dtype=x.dtype)
+    g_out = torch.ones(x.shape[0], plan.n_out, x.shape[2], dtype=x.dtype, device=x.device)
 
     def fwd_bwd():
-        out = symmetric_contraction(plan, *leaves, index, backend=backend)
+        out = _call(backend, plan, *leaves, index)
         return torch.autograd.grad(out, leaves, g_out)
 
     def fwd_bwd_dbl():
-        out = symmetric_contraction(plan, *leaves, index, backend=backend)
+        out = _call(backend, plan, *leaves, index)
         grads = torch.autograd.grad(out, leaves, g_out, create_graph=True)
         return torch.autograd.grad(sum(t.square().sum() for t in grads), leaves)
 
@@ -68,23 +80,33 @@ def op_benchmark(args) -> list[str]:
         "| N | C | ℓ | ν | Q / nnz / R | pass | native (ms) | torch (ms) | torch / native |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    if args.device == "cuda":  # cuEquivariance's CUDA kernels as the second reference
+        lines = [lines[0] + " cueq (ms) | cueq / native |", lines[1] + "---|---|"]
     passes = ("fwd", "fwd+bwd", "fwd+bwd+dbl") if args.double else ("fwd", "fwd+bwd")
     for n_atoms in args.atoms:
         for channels in args.channels:
             for ell in args.ells:
-                plan, x, w, index = _case(ell, args.correlation, channels, n_atoms, args.elements, dtype)
-                ok = native_supports("symmetric_contraction", "cpu", dtype, components=max(plan.n_x, plan.n_out),
-                                     correlation=plan.degree)
+                plan, x, w, index = _case(ell, args.correlation, channels, n_atoms, args.elements, dtype,
+                                          device=args.device)
+                if args.device == "cuda":
+                    ok = native_state()["ok"] and native_state()["with_cuda"]
+                else:
+                    ok = native_supports("symmetric_contraction", "cpu", dtype, components=max(plan.n_x, plan.n_out),
+                                         correlation=plan.degree)
                 methods = ["native", "torch"] if ok else ["torch"]
+                if args.device == "cuda" and "cueq" in available_backends():
+                    methods.append("cueq")
                 sizes = f"{plan.n_monomials} / {plan.native_nnz} / {plan.n_rows}"
                 for kind in passes:
                     fns = {m: _pass_fn(kind, m, plan, x, w, index) for m in methods}
-                    t = median_interleaved(fns, args.repeats)
+                    t = median_interleaved(fns, args.repeats, device=args.device)
                     nat, ref = t.get("native"), t["torch"]
                     ratio = f"{ref / nat:.1f}×" if nat else "—"
                     nat_s = f"{nat:.1f}" if nat else "—"
+                    cueq = (f" | {t['cueq']:.1f} | {t['cueq'] / nat:.1f}×" if "cueq" in t and nat else " | — | —"
+                            if args.device == "cuda" else "")
                     lines.append(f"| {n_atoms:,} | {channels} | {ell} | {plan.degree} | {sizes} | {kind} | {nat_s} | "
-                                 f"{ref:.1f} | {ratio} |")
+                                 f"{ref:.1f} | {ratio}{cueq} |")
                     print(lines[-1], flush=True)
     return lines
 
@@ -142,9 +164,20 @@ def main(argv=None) -> None:
     p.add_argument("--elements", type=int, default=14, help="number of elements (weight sets)")
     p.add_argument("--double", action="store_true", help="also time forward+backward+double backward")
     add_report_args(p, "bench_sc", repeats=3, widths=[32, 64], model_repeats=7)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the op level on the GPU (native CUDA kernels called directly, torch, cueq when "
+                        "installed); the model level stays on the CPU and is skipped")
     args = p.parse_args(argv)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device")
+        args.skip_model = True  # MACE's native CUDA ops are not registered yet: the model level runs on the CPU
+        if args.machine == p.get_default("machine"):
+            args.machine = torch.cuda.get_device_name()
+        if args.section == "bench_sc":
+            args.section = "bench_sc:cuda"
     heading = (
-        f"### Op level ({args.dtype}; {args.elements} elements; inputs and outputs ℓ ≤ L; median of "
+        f"### Op level ({args.dtype}, {args.device}; {args.elements} elements; inputs and outputs ℓ ≤ L; median of "
         f"{args.repeats})"
     )
     notes = (

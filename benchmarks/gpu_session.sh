@@ -6,10 +6,13 @@
 #
 # Steps (each runs even if an earlier one failed, each under its own time limit; the summary says which
 # passed): build the extension in place with the CUDA kernels (sm_90), the C++ tests (the GPU ctests run
-# there), the GPU pytest files, the scatter benchmark (achieved bandwidth against the HBM peak) and the
-# interaction benchmark (native CUDA kernels vs torch vs cueq when installed). Logs and the benchmark tables
-# (RESULTS-gpu.md, sections to copy into benchmarks/RESULTS.md) go to $OUT (default ./gpu-out): seven files,
-# within what the device tool brings back.
+# there), the GPU pytest files, the scatter benchmark (achieved bandwidth against the HBM peak), the
+# interaction and the contraction benchmarks (native CUDA kernels vs torch vs cueq when installed). Logs and
+# the benchmark tables (RESULTS-gpu.md, sections to copy into benchmarks/RESULTS.md) go to $OUT (default
+# ./gpu-out): at most eight files, what the device tool brings back. Arguments choose steps, e.g.
+# `gpu_session.sh build ctest pytest` in one call and `gpu_session.sh bench_scatter bench_tp bench_sc` in the
+# next on the same warm machine (the in-place build is kept between calls): the limits of all six add up
+# to more than one call's 10 minutes in the worst case.
 set -uo pipefail
 out=${OUT:-gpu-out}
 mkdir -p "$out"
@@ -40,10 +43,20 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
-step build 200 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="$(nproc)" "$py" setup.py build_ext --inplace
-step ctest 150 bash .ci/ctest.sh
-step pytest 200 "$py" -m pytest -q -p no:cacheprovider -rs tests/test_ops_tp_cuda.py tests/test_ops_so2_cuda.py \
-  tests/test_ops_sc_native.py tests/test_ops_scatter.py
-step bench_scatter 90 "$py" benchmarks/bench_scatter.py --device cuda --write "$out/RESULTS-gpu.md"
-step bench_tp 200 "$py" benchmarks/bench_tp.py --device cuda --repeats 10 --write "$out/RESULTS-gpu.md"
+for name in "${@:-build ctest pytest bench_scatter bench_tp bench_sc}"; do
+  for s in $name; do
+    case $s in
+      build) step build 200 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="$(nproc)" "$py" setup.py build_ext --inplace ;;
+      ctest) step ctest 150 bash .ci/ctest.sh ;;
+      pytest) step pytest 200 "$py" -m pytest -q -p no:cacheprovider -rs tests/test_ops_tp_cuda.py \
+        tests/test_ops_so2_cuda.py tests/test_ops_sc_native.py tests/test_ops_scatter.py ;;
+      bench_scatter) step bench_scatter 90 "$py" benchmarks/bench_scatter.py --device cuda --write "$out/RESULTS-gpu.md" ;;
+      bench_tp) step bench_tp 200 "$py" benchmarks/bench_tp.py --device cuda --repeats 10 --write "$out/RESULTS-gpu.md" ;;
+      bench_sc) step bench_sc 120 "$py" benchmarks/bench_sc.py --device cuda --repeats 10 --double \
+        --write "$out/RESULTS-gpu.md" ;;
+      *) echo "gpu_session.sh: unknown step '$s'; expected build ctest pytest bench_scatter bench_tp bench_sc" >&2
+         exit 2 ;;
+    esac
+  done
+done
 cat "$out/summary.txt"
