@@ -1,13 +1,14 @@
 // CPU kernels of nnip_scale::so2_rotate_in, so2_rotate_out_scatter and their backward ops (OpenMP,
 // see so2_kernels.h): argument checks naming the op and the argument (so2/glue.h, shared with the CUDA
-// glue, plus the range checks of the indices and block_rows values), dtype dispatch (float32,
-// float64), the receiver sort, and the calls into the raw kernels.
+// glue, plus the range checks of the indices and block_rows values), dtype dispatch (common/dispatch.h:
+// float32, float64), the receiver sort, and the calls into the raw kernels.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "common/dispatch.h"
 #include "common/tensor_checks.h"
 #include "so2/cpu/so2_kernels.h"
 #include "so2/glue.h"
@@ -33,7 +34,8 @@ at::Tensor so2_rotate_in_cpu(const at::Tensor& x, const at::Tensor& wigner, cons
   if (out.numel() == 0) return out;
   auto xs = x.contiguous(), w = wigner.contiguous();
   const int64_t* idx[2] = {s.data_ptr<int64_t>(), d.data_ptr<int64_t>()};
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nnip_scale_so2_rotate_in_cpu", [&] {
+  dispatch_float(kIn, x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
     so2::rotate_gather<scalar_t>(xs.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), idx, 2, rows.b,
                                  out.data_ptr<scalar_t>(), E, K, C, NB, nt);
   });
@@ -62,13 +64,15 @@ std::tuple<at::Tensor, at::Tensor> so2_rotate_in_backward_cpu(const at::Tensor& 
     const int64_t* orders[2] = {order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + E};
     for (int h = 0; h < 2; ++h)
       so2::sort_by_key(idx[h], E, A, const_cast<int64_t*>(ptrs[h]), const_cast<int64_t*>(orders[h]));
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nnip_scale_so2_rotate_in_backward_cpu_x", [&] {
+    dispatch_float(kInBwd, x.scalar_type(), [&](auto tag) {
+      using scalar_t = decltype(tag);
       so2::rotate_scatter<scalar_t>(g.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), ptrs, orders, 2, rows.b,
                                     gx.data_ptr<scalar_t>(), A, E, K, C, NB, nt);
     });
   }
   if (need_wigner && gw.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nnip_scale_so2_rotate_in_backward_cpu_w", [&] {
+    dispatch_float(kInBwd, x.scalar_type(), [&](auto tag) {
+      using scalar_t = decltype(tag);
       so2::wigner_grad<scalar_t>(g.data_ptr<scalar_t>(), xs.data_ptr<scalar_t>(), idx, 2, rows.b,
                                  gw.data_ptr<scalar_t>(), E, K, C, NB, nt);
     });
@@ -92,7 +96,8 @@ at::Tensor so2_rotate_out_scatter_cpu(const at::Tensor& y, const at::Tensor& wig
   auto ys = y.contiguous(), w = wigner.contiguous();
   const int64_t* ptrs[1] = {ptr.data_ptr<int64_t>()};
   const int64_t* orders[1] = {order.data_ptr<int64_t>()};
-  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "nnip_scale_so2_rotate_out_scatter_cpu", [&] {
+  dispatch_float(kOut, y.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
     so2::rotate_scatter<scalar_t>(ys.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), ptrs, orders, 1, rows.b,
                                   out.data_ptr<scalar_t>(), dim_size, E, K, C, NB, nt);
   });
@@ -112,13 +117,15 @@ std::tuple<at::Tensor, at::Tensor> so2_rotate_out_scatter_backward_cpu(
   auto g = grad_out.contiguous(), w = wigner.contiguous(), ys = y.contiguous();
   const int64_t* ip[1] = {idx.data_ptr<int64_t>()};
   if (need_y && gy.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "nnip_scale_so2_rotate_out_scatter_backward_cpu_y", [&] {
+    dispatch_float(kOutBwd, y.scalar_type(), [&](auto tag) {
+      using scalar_t = decltype(tag);
       so2::rotate_gather<scalar_t>(g.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), ip, 1, rows.b,
                                    gy.data_ptr<scalar_t>(), E, K, C, NB, nt);
     });
   }
   if (need_wigner && gw.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "nnip_scale_so2_rotate_out_scatter_backward_cpu_w", [&] {
+    dispatch_float(kOutBwd, y.scalar_type(), [&](auto tag) {
+      using scalar_t = decltype(tag);
       so2::wigner_grad<scalar_t>(ys.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), ip, 1, rows.b,
                                  gw.data_ptr<scalar_t>(), E, K, C, NB, nt);
     });
