@@ -19,6 +19,7 @@ The SO(2) convolution stays dense matrix products on every backend (its share is
 
     python benchmarks/bench_so2.py                                  # print the tables
     python benchmarks/bench_so2.py --write benchmarks/RESULTS.md    # also replace the bench_so2 section
+    python benchmarks/bench_so2.py --device cuda --skip-model --write ...  # op level on a GPU (bench_so2:cuda)
 """
 
 from __future__ import annotations
@@ -40,30 +41,35 @@ from so2_profile import REGIONS, demo_batch, esen_step, profile_step  # noqa: E4
 
 from nnip_scale.nn.wigner import edge_rotation, so2_wigner_blocks, wigner_d  # noqa: E402
 from nnip_scale.ops import native_supports  # noqa: E402
+from nnip_scale.ops._native import native_state  # noqa: E402
 from nnip_scale.ops.so2 import (  # noqa: E402
     so2_block_rows,
     so2_layout,
     so2_rotate_in,
     so2_rotate_out_scatter,
 )
+from nnip_scale.ops.so2_native import rotate_in_native, rotate_out_scatter_native  # noqa: E402
 
 PASSES = ("fwd", "fwd+bwd", "fwd+bwd+dbl")
 
 
 def _median_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    sync()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - t0)
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def _case(lmax: int, mmax: int, channels: int, n_edges: int, n_atoms: int, dtype, seed: int = 0):
+def _case(lmax: int, mmax: int, channels: int, n_edges: int, n_atoms: int, dtype, seed: int = 0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     u = torch.nn.functional.normalize(torch.randn(n_edges, 3, generator=g, dtype=torch.float64), dim=-1)
     rot = edge_rotation(u)
@@ -73,11 +79,16 @@ def _case(lmax: int, mmax: int, channels: int, n_edges: int, n_atoms: int, dtype
     x = torch.randn(n_atoms, (lmax + 1) ** 2, channels, generator=g, dtype=dtype)
     dst = torch.sort(torch.randint(0, n_atoms, (n_edges,), generator=g)).values  # receivers (sorted)
     src = torch.randint(0, n_atoms, (n_edges,), generator=g)
-    return dense, compact, so2_block_rows(lmax, mmax), x, src, dst
+    return tuple(t.to(device) for t in (dense, compact, so2_block_rows(lmax, mmax), x, src, dst))
 
 
 def _edge_path(backend, x, wigner, src, dst, rows):
     K, C = x.shape[1], x.shape[2]
+    if backend == "native" and x.is_cuda:
+        # the CUDA kernels are not registered with the resolver until their tests have run on a GPU
+        # (docs/ops.md): called directly, as the registered implementation would be (same ops, same autograd)
+        e = rotate_in_native(x, wigner, dst, src, block_rows=rows)
+        return rotate_out_scatter_native(e[..., :C], wigner, dst, x.shape[0], block_rows=rows, n_components=K)
     kw = {} if backend == "torch" else {"block_rows": rows, "n_components": K}
     e = so2_rotate_in(x, wigner, dst, src, backend=backend, block_rows=kw.get("block_rows"))
     return so2_rotate_out_scatter(e[..., :C], wigner, dst, x.shape[0], backend=backend, **kw)
@@ -124,7 +135,8 @@ def op_benchmark(args) -> list[str]:
             for channels in args.channels:
                 R, K = len(so2_layout(lmax, mmax)), (lmax + 1) ** 2
                 ref_gb = 6 * n_edges * R * 2 * channels * 4 / 1e9 + 2 * n_edges * K * 2 * channels * 4 / 1e9
-                dense, compact, rows, x, src, dst = _case(lmax, mmax, channels, n_edges, n_edges // args.neighbors, dtype)
+                dense, compact, rows, x, src, dst = _case(lmax, mmax, channels, n_edges, n_edges // args.neighbors, dtype,
+                                                          device=args.device)
                 skip_ref = ref_gb > args.max_ref_gb
                 saved_t = None if skip_ref else _saved_bytes("torch", x, dense, src, dst, rows) / 1e6
                 saved_n = _saved_bytes("native", x, compact, src, dst, rows) / 1e6
@@ -202,18 +214,31 @@ def main(argv=None) -> None:
     p.add_argument("--machine", default="2-core VM, no GPU")
     p.add_argument("--date", default=f"{dt.date.today()}")
     p.add_argument("--write", metavar="RESULTS_MD", help="replace the bench_so2 section of this file")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the op level on the GPU (native CUDA kernels called directly, torch; section "
+                        "bench_so2:cuda); the model level stays on the CPU and is skipped")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not native_supports("so2_rotate_in", "cpu", getattr(torch, args.dtype), compact=True, components=9):
+    section = "bench_so2"
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device")
+        if not (native_state()["ok"] and native_state()["with_cuda"]):
+            raise SystemExit("bench_so2: nnip_scale._C has no CUDA kernels (build with FORCE_CUDA=1)")
+        torch.cuda.init()
+        args.skip_model, section = True, "bench_so2:cuda"
+        if args.machine == p.get_default("machine"):
+            args.machine = torch.cuda.get_device_name()
+    elif not native_supports("so2_rotate_in", "cpu", getattr(torch, args.dtype), compact=True, components=9):
         raise SystemExit("bench_so2: the native so2 kernels are not available (build nnip_scale._C first)")
     cmd = "python benchmarks/bench_so2.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     head = (f"Machine: {args.machine}, {torch.get_num_threads()} threads (OMP_NUM_THREADS="
             f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); torch {torch.__version__}; {args.dtype}; date {args.date}.\n"
             f"Command: `{cmd}`\n")
-    out = ["## eSEN edge rotations: native vs torch (issue 12)", "", head]
+    out = ["## eSEN edge rotations: native vs torch (issue 12)", "", head] if section == "bench_so2" else [head]
     if not args.skip_ops:
-        out += ["### Op level (rotate_in + rotate_out_scatter)", "", *op_benchmark(args), ""]
+        out += [f"### Op level (rotate_in + rotate_out_scatter, {args.device})", "", *op_benchmark(args), ""]
     if not args.skip_model:
         batch, stats = demo_batch(args.data, args.batch_size)
         out += [f"### eSEN training step ({batch['n_atoms']} atoms, {batch['n_edges']} edges; demo batch)", ""]
@@ -223,7 +248,7 @@ def main(argv=None) -> None:
     text = "\n".join(out)
     print(text)
     if args.write:
-        replace_section(args.write, "bench_so2", text)
+        replace_section(args.write, section, text)
 
 
 if __name__ == "__main__":

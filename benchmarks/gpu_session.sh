@@ -7,12 +7,12 @@
 # Steps (each runs even if an earlier one failed, each under its own time limit; the summary says which
 # passed): build the extension in place with the CUDA kernels (sm_90), the C++ tests (the GPU ctests run
 # there), the GPU pytest files, the scatter benchmark (achieved bandwidth against the HBM peak), the
-# interaction and the contraction benchmarks (native CUDA kernels vs torch vs cueq when installed). Logs and
-# the benchmark tables (RESULTS-gpu.md, sections to copy into benchmarks/RESULTS.md) go to $OUT (default
-# ./gpu-out): at most eight files, what the device tool brings back. Arguments choose steps, e.g.
-# `gpu_session.sh build ctest pytest` in one call and `gpu_session.sh bench_scatter bench_tp bench_sc` in the
-# next on the same warm machine (the in-place build is kept between calls): the limits of all six add up
-# to more than one call's 10 minutes in the worst case.
+# interaction, contraction and eSEN-rotation benchmarks (native CUDA kernels vs torch, and vs cueq when
+# installed). Logs (build, ctest, pytest, bench), the benchmark tables (RESULTS-gpu.md, sections to copy into
+# benchmarks/RESULTS.md) and summary.txt go to $OUT (default ./gpu-out): six files, within what the device tool
+# brings back. Arguments choose steps, e.g. `gpu_session.sh build ctest pytest` in one call and
+# `gpu_session.sh bench_scatter bench_tp bench_sc bench_so2` in the next on the same warm machine (the in-place
+# build is kept between calls): the limits of all seven add up to more than one call's 10 minutes.
 set -uo pipefail
 out=${OUT:-gpu-out}
 mkdir -p "$out"
@@ -27,13 +27,14 @@ export PATH=/tmp/gpu-session-bin:$PATH
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
   "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
 } >"$out/summary.txt"
-step() {  # step NAME SECONDS COMMAND...: run COMMAND with its output in $out/NAME.log
+step() {  # step NAME SECONDS COMMAND...: run COMMAND with its output in $out/NAME.log (bench_*: all in bench.log)
   local name=$1 limit=$2
   shift 2
-  echo "== $name ($(date -u +%H:%M:%S))"
+  local log="$out/${name%%_*}.log"
+  echo "== $name ($(date -u +%H:%M:%S))" | tee -a "$log"
   local t0=$SECONDS rc=0
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1 || rc=$?
-  tail -n 6 "$out/$name.log"
+  timeout "$limit" "$@" >>"$log" 2>&1 || rc=$?
+  tail -n 6 "$log"
   if [ "$rc" -eq 0 ]; then line="$name: ok ($((SECONDS - t0)) s)"; else line="$name: FAILED rc=$rc ($((SECONDS - t0)) s)"; fi
   echo "$line" >>"$out/summary.txt"  # written as it goes: a run stopped at the call's limit keeps it
 }
@@ -43,7 +44,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
-for name in "${@:-build ctest pytest bench_scatter bench_tp bench_sc}"; do
+for name in "${@:-build ctest pytest bench_scatter bench_tp bench_sc bench_so2}"; do
   for s in $name; do
     case $s in
       build) step build 200 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="$(nproc)" "$py" setup.py build_ext --inplace ;;
@@ -54,7 +55,8 @@ for name in "${@:-build ctest pytest bench_scatter bench_tp bench_sc}"; do
       bench_tp) step bench_tp 200 "$py" benchmarks/bench_tp.py --device cuda --repeats 10 --write "$out/RESULTS-gpu.md" ;;
       bench_sc) step bench_sc 120 "$py" benchmarks/bench_sc.py --device cuda --repeats 10 --double \
         --write "$out/RESULTS-gpu.md" ;;
-      *) echo "gpu_session.sh: unknown step '$s'; expected build ctest pytest bench_scatter bench_tp bench_sc" >&2
+      bench_so2) step bench_so2 120 "$py" benchmarks/bench_so2.py --device cuda --repeats 10 --write "$out/RESULTS-gpu.md" ;;
+      *) echo "gpu_session.sh: unknown step '$s'; expected build ctest pytest bench_scatter bench_tp bench_sc bench_so2" >&2
          exit 2 ;;
     esac
   done
