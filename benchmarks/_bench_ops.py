@@ -131,9 +131,26 @@ def add_report_args(p: argparse.ArgumentParser, section: str, repeats: int, widt
     p.add_argument("--machine", default="2-core VM, no GPU")
     p.add_argument("--date", default=f"{dt.date.today()}")
     p.add_argument("--write", metavar="RESULTS_MD", help=f"replace the {section} section of this file")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the op level on the GPU (native CUDA kernels called directly until registered, the "
+                        "references); the model level stays on the CPU and is skipped")
     p.add_argument("--section", default=section,
                    help=f"write into this section instead of {section} (to split a long benchmark into several runs, "
                         f"e.g. {section}:e100k with other --edges; a section other than {section} gets no title)")
+
+
+def setup_device(p: argparse.ArgumentParser, args, section: str) -> None:
+    """``--device cuda``: fail without a GPU, skip the model level (MACE's native CUDA ops are not registered
+    yet, so it runs on the CPU only), name the GPU as the machine and write into ``<section>:cuda``."""
+    if args.device != "cuda":
+        return
+    if not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device")
+    args.skip_model = True
+    if args.machine == p.get_default("machine"):
+        args.machine = torch.cuda.get_device_name()
+    if args.section == section:
+        args.section = f"{section}:cuda"
 
 
 def run_report(args, title: str, section: str, op_heading: str, op_table: Callable[[], list[str]], op_notes: str,
@@ -167,14 +184,22 @@ def run_report(args, title: str, section: str, op_heading: str, op_table: Callab
     return text
 
 
-def demo_batch(args, init_args: dict):
-    """The first training batch of ``--data`` (``--batch-size`` structures) and the data statistics."""
+def demo_items(args, init_args: dict):
+    """The dataset items of the first training batch of ``--data`` (``--batch-size`` structures), the
+    DataLoader's collate function and the data statistics."""
     from nnip_scale.data import AtomsDataModule
 
     dm = AtomsDataModule(train=args.data, cutoff=float(init_args.get("cutoff", 5.0)), val_fraction=0.05,
                          test_fraction=0.0, batch_size=args.batch_size)
     dm.setup("fit")
-    return next(iter(dm.train_dataloader())), dm.statistics
+    dl = dm.train_dataloader()
+    return [dl.dataset[i] for i in next(iter(dl.batch_sampler))], dl.collate_fn, dm.statistics
+
+
+def demo_batch(args, init_args: dict):
+    """The first training batch of ``--data`` (``--batch-size`` structures) and the data statistics."""
+    items, collate, stats = demo_items(args, init_args)
+    return collate(items), stats
 
 
 def paired_mace_steps(args, settings: dict[tuple, dict]):

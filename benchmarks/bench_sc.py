@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_ops import add_report_args, median_interleaved, paired_mace_steps, run_report, step_row  # noqa: E402
+from _bench_ops import add_report_args, median_interleaved, paired_mace_steps, run_report, setup_device, step_row  # noqa: E402
 
 from nnip_scale.nn.irreps import symmetric_contraction_polynomial  # noqa: E402
 from nnip_scale.ops import available_backends, native_supports  # noqa: E402
@@ -164,18 +164,8 @@ def main(argv=None) -> None:
     p.add_argument("--elements", type=int, default=14, help="number of elements (weight sets)")
     p.add_argument("--double", action="store_true", help="also time forward+backward+double backward")
     add_report_args(p, "bench_sc", repeats=3, widths=[32, 64], model_repeats=7)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="cuda: the op level on the GPU (native CUDA kernels called directly, torch, cueq when "
-                        "installed); the model level stays on the CPU and is skipped")
     args = p.parse_args(argv)
-    if args.device == "cuda":
-        if not torch.cuda.is_available():
-            p.error("--device cuda: no CUDA device")
-        args.skip_model = True  # MACE's native CUDA ops are not registered yet: the model level runs on the CPU
-        if args.machine == p.get_default("machine"):
-            args.machine = torch.cuda.get_device_name()
-        if args.section == "bench_sc":
-            args.section = "bench_sc:cuda"
+    setup_device(p, args, "bench_sc")
     heading = (
         f"### Op level ({args.dtype}, {args.device}; {args.elements} elements; inputs and outputs ℓ ≤ L; median of "
         f"{args.repeats})"

@@ -28,14 +28,13 @@ import argparse
 import datetime as dt
 import os
 import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_ops import median_interleaved  # noqa: E402
 from _results import replace_section  # noqa: E402
 from so2_profile import REGIONS, demo_batch, esen_step, profile_step  # noqa: E402
 
@@ -51,22 +50,6 @@ from nnip_scale.ops.so2 import (  # noqa: E402
 from nnip_scale.ops.so2_native import rotate_in_native, rotate_out_scatter_native  # noqa: E402
 
 PASSES = ("fwd", "fwd+bwd", "fwd+bwd+dbl")
-
-
-def _median_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def _case(lmax: int, mmax: int, channels: int, n_edges: int, n_atoms: int, dtype, seed: int = 0, device="cpu"):
@@ -146,7 +129,7 @@ def op_benchmark(args) -> list[str]:
                     fns = {"native": _pass_fn(kind, "native", x, compact, src, dst, rows)}
                     if not skip_ref:
                         fns["torch"] = _pass_fn(kind, "torch", x, dense, src, dst, rows)
-                    t = _median_interleaved(fns, args.repeats)
+                    t = median_interleaved(fns, args.repeats, device=args.device)
                     tt, tn = t.get("torch"), t["native"]
                     ref = "skipped" if tt is None else f"{tt:.2f}"
                     speed = "—" if tt is None else f"{tt / tn:.1f}×"
@@ -170,7 +153,7 @@ def model_benchmark(args, batch, stats) -> tuple[list[str], list[str]]:
     table = ["| ℓmax | mmax | forces | W | torch (ms) | native (ms) | speed-up |", "|---|---|---|---|---|---|---|"]
     keys = sorted({k[:4] for k in steps})
     for key in keys:
-        t = _median_interleaved({b: steps[(*key, b)] for b in ("torch", "native")}, args.model_repeats, warmup=2)
+        t = median_interleaved({b: steps[(*key, b)] for b in ("torch", "native")}, args.model_repeats, warmup=2)
         table.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {t['torch']:.1f} | {t['native']:.1f} | "
                      f"{t['torch'] / t['native']:.2f}× |")
         print(table[-1], flush=True)
@@ -226,7 +209,6 @@ def main(argv=None) -> None:
             p.error("--device cuda: no CUDA device")
         if not (native_state()["ok"] and native_state()["with_cuda"]):
             raise SystemExit("bench_so2: nnip_scale._C has no CUDA kernels (build with FORCE_CUDA=1)")
-        torch.cuda.init()
         args.skip_model, section = True, "bench_so2:cuda"
         if args.machine == p.get_default("machine"):
             args.machine = torch.cuda.get_device_name()

@@ -47,6 +47,7 @@ from _bench_ops import (  # noqa: E402
     peak_rss_growth,
     run_report,
     saved_bytes,
+    setup_device,
     step_row,
 )
 
@@ -298,20 +299,10 @@ def main(argv=None) -> None:
                    help="run cueq's double backward only up to this E")
     p.add_argument("--no-cueq", action="store_true", help="leave cuequivariance's CPU path out")
     p.add_argument("--skip-peak", action="store_true", help="do not measure the peak memory of forward+backward")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="cuda: the op level on the GPU (native CUDA kernels called directly, torch, cueq); the model "
-                        "level stays on the CPU and is skipped")
     add_report_args(p, "bench_tp", repeats=5, widths=[16, 32, 64], model_repeats=9)
     p.set_defaults(channels=[16, 64, 128])
     args = p.parse_args(argv)
-    if args.device == "cuda":
-        if not torch.cuda.is_available():
-            p.error("--device cuda: no CUDA device")
-        args.skip_model = True  # MACE's native CUDA ops are not registered yet: the model level runs on the CPU
-        if args.machine == p.get_default("machine"):
-            args.machine = torch.cuda.get_device_name()
-        if args.section == "bench_tp":
-            args.section = "bench_tp:cuda"
+    setup_device(p, args, "bench_tp")
     heading = (
         f"### Op level ({args.dtype}, {args.device}; atoms = E / {args.neighbors}; receivers sorted, senders random; "
         f"median of {args.repeats} rounds, {args.repeats_large} from E = {args.large_edges:,}; "

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_ops import ROOT, add_report_args, median_interleaved, run_report  # noqa: E402
+from _bench_ops import ROOT, add_report_args, demo_items, median_interleaved, run_report  # noqa: E402
 
 from nnip_scale.data import keys as K  # noqa: E402
 from nnip_scale.data.batching import build_batch, edge_layout  # noqa: E402
@@ -112,17 +112,6 @@ def _periodic_emt(path: Path, n: int, seed: int = 0) -> str:
     return str(path)
 
 
-def _demo_items(args, cutoff: float):
-    """The dataset items of the first training batch of ``--data`` and the data statistics."""
-    from nnip_scale.data import AtomsDataModule
-
-    dm = AtomsDataModule(train=args.data, cutoff=cutoff, val_fraction=0.05, test_fraction=0.0,
-                         batch_size=args.batch_size)
-    dm.setup("fit")
-    dl = dm.train_dataloader()
-    return [dl.dataset[i] for i in next(iter(dl.batch_sampler))], dm.statistics
-
-
 def _neighbour_list_order(batch: dict, items) -> dict:
     """``batch`` with its edges back in the items' neighbour-list order and no layout: the batch the collate
     made before it sorted (its sort is stable, so the concatenated lists sorted by receiver are the batch)."""
@@ -142,7 +131,7 @@ def model_part(args) -> list[str]:
 
     configs = {c[0]: c for c in discover(ROOT / "configs" / "model")}
     name, cls, init_args, options = configs["mace"]
-    items, stats = _demo_items(args, float(init_args.get("cutoff", 5.0)))
+    items, _, stats = demo_items(args, init_args)
     batch = build_batch(items)
     before = _neighbour_list_order(batch, items)
     e, a = batch[K.N_EDGES], batch[K.N_ATOMS]
@@ -194,6 +183,8 @@ def main(argv=None) -> None:
                    help="instead of --data: N periodic Cu/Al EMT cells (32 atoms), generated into a temporary folder")
     p.set_defaults(ells=[1, 2])
     args = p.parse_args(argv)
+    if args.device != "cpu":
+        p.error("--device cuda: this benchmark measures the CPU kernels' sorts (the CUDA one is in gpu_session.sh)")
     args.data_label = f"`{args.data}`"
     if args.periodic_emt:
         import tempfile
